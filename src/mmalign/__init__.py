@@ -1,0 +1,3 @@
+"""mmalign: align vision-language models with curated and preference data."""
+
+__version__ = "0.1.0"

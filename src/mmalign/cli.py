@@ -1,0 +1,33 @@
+"""The `mmalign` command line: one Typer app, one sub-app per stage."""
+
+from __future__ import annotations
+
+import typer
+
+from mmalign import __version__
+
+app = typer.Typer(
+    name="mmalign",
+    help="Align vision-language models with curated and preference data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    typer.echo(__version__)
+
+
+def _register_subapps() -> None:
+    # Sub-apps live beside the stage they drive, so each stage's options sit with its code.
+    from mmalign.io.cli import data_app
+    from mmalign.world.cli import world_app
+
+    app.add_typer(data_app, name="data", help="Convert and inspect corpora and preference data.")
+    app.add_typer(world_app, name="world", help="The synthetic visual world (embedded default).")
+
+
+_register_subapps()

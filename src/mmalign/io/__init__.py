@@ -1,0 +1,1 @@
+"""Readers, writers and safe file handling."""

@@ -237,7 +237,8 @@ def validate_pair(p: PreferencePair) -> None:
         raise RecordError("empty prompt", field="prompt")
     _validate_turns(p.prompt, "prompt")
     if p.prompt[-1].role != "user":
-        raise RecordError("prompt must end with a user turn", field=f"prompt[{len(p.prompt)-1}].role")
+        raise RecordError("prompt must end with a user turn",
+                          field=f"prompt[{len(p.prompt) - 1}].role")
     if not p.chosen.strip():
         raise RecordError("empty chosen response", field="chosen")
     if not p.rejected.strip():

@@ -1,0 +1,188 @@
+"""Text sets built from scenes: the clean house-style set and the machine-style corpus.
+
+- `clean_sample`: one multi-turn record per pretraining image in the terse house style (a
+  caption then short answers with LLaVA's short-answer instruction). This is what the tiny base
+  model learns to speak.
+- `corpus_records`: the machine-generated-style instruction corpus over LLaVA's three
+  categories, each record produced clean first, then (at the configured rates) given one
+  defect. Both versions are returned: the clean one makes the clean counterpart corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmalign.records import IMAGE_TOKEN, Sample, Turn
+from mmalign.world import defects as defect_registry
+from mmalign.world import vocab
+from mmalign.world.defects import QAItem
+from mmalign.world.questions import HOUSE, KINDS, MACHINE, kinds_of
+from mmalign.world.scene import Scene
+
+# LLaVA-Instruct-158k has 58k conversation, 23k detail and 77k reasoning records over ~80k
+# images; per image we draw each category with these probabilities to keep that mix.
+CATEGORY_P = {"conversation": 0.72, "detail": 0.29, "reasoning": 0.95}
+
+# Fraction of records carrying each defect (one defect at most per record).
+DEFAULT_DEFECT_RATES = {
+    "hallucinated_object": 0.14,
+    "wrong_attribute": 0.08,
+    "wrong_count": 0.06,
+    "wrong_relation": 0.05,
+    "ungrounded": 0.05,
+    "verbosity": 0.05,
+    "truncation": 0.04,
+    "near_duplicate": 0.03,
+}
+
+CLEAN_QA_KINDS = ("exist", "exist", "color", "count", "position", "shape_at", "size",
+                  "relation_yn", "relation_what", "total")
+
+
+@dataclass
+class CorpusRecord:
+    clean: Sample
+    defective: Sample
+    defects: list[dict] = field(default_factory=list)  # [] when clean
+
+
+def to_turns(items: list[QAItem], rng: np.random.Generator) -> list[Turn]:
+    turns = []
+    for k, it in enumerate(items):
+        q = it.question
+        if k == 0:  # LLaVA puts the placeholder before or after the first question
+            q = f"{IMAGE_TOKEN}\n{q}" if rng.random() < 0.5 else f"{q}\n{IMAGE_TOKEN}"
+        turns.append(Turn("user", q))
+        turns.append(Turn("assistant", it.answer))
+    return turns
+
+
+def ask(scene: Scene, kind_name: str, rng: np.random.Generator, style: str,
+        focus: int | None = None) -> QAItem | None:
+    kind = KINDS[kind_name]
+    params = kind.ask(scene, rng, focus)
+    if params is None:
+        return None
+    variant = int(rng.integers(kind.n_variants)) if style == MACHINE else 0
+    return QAItem(kind.name, params, kind.question(scene, params, style, variant),
+                  kind.answer(scene, params, style), variant)
+
+
+def category_items(scene: Scene, category: str, rng: np.random.Generator) -> list[QAItem]:
+    """Clean machine-style QA items for one record of `category`."""
+    if category == "detail":
+        return [ask(scene, "detail", rng, MACHINE)]
+    kinds = kinds_of(category)
+    order = [kinds[i].name for i in rng.permutation(len(kinds))]
+    if category == "reasoning":
+        for name in order:
+            item = ask(scene, name, rng, MACHINE)
+            if item is not None:
+                return [item]
+        raise AssertionError("remove_color always applies")  # pragma: no cover
+    n_turns = int(rng.choice([2, 3, 4], p=[0.35, 0.4, 0.25]))
+    items: list[QAItem] = []
+    seen_questions = set()
+    for name in order:
+        item = ask(scene, name, rng, MACHINE)
+        if item is not None and item.question not in seen_questions:
+            items.append(item)
+            seen_questions.add(item.question)
+        if len(items) == n_turns:
+            break
+    return items
+
+
+def draw_defect(category: str, rates: dict[str, float], rng: np.random.Generator) -> str | None:
+    """One defect type for a record, or None. Types that cannot apply to the category are left
+    out and the others are scaled up, so each type's rate holds over the whole corpus."""
+    applicable = {k: v for k, v in rates.items()
+                  if v > 0 and category in defect_registry.APPLIES_TO[k]}
+    if not applicable:
+        return None
+    coverage = {k: sum(CATEGORY_P[c] for c in defect_registry.APPLIES_TO[k]) / sum(
+        CATEGORY_P.values()) for k in applicable}
+    probs = {k: v / coverage[k] for k, v in applicable.items()}
+    total = sum(probs.values())
+    if total > 1:  # rates so high they cannot all hold: keep their proportions
+        probs = {k: v / total for k, v in probs.items()}
+        total = 1.0
+    u = rng.random()
+    if u >= total:
+        return None
+    acc = 0.0
+    for k, p in probs.items():
+        acc += p
+        if u < acc:
+            return k
+    return None  # pragma: no cover (floating point edge)
+
+
+def corpus_records(scene: Scene, image: str, rng: np.random.Generator,
+                   rates: dict[str, float]) -> list[CorpusRecord]:
+    out = []
+    for category, p in CATEGORY_P.items():
+        if rng.random() >= p:
+            continue
+        rid = f"{scene.image_id}-{category[:4]}"
+        wanted = draw_defect(category, rates, rng)
+        items = category_items(scene, category, rng)
+        clean_items, bad_items, labels = items, items, []
+        # A defect needs a question it can spoil (a count for wrong_count, a relation for
+        # wrong_relation): draw fresh questions until it applies, so realised rates match the
+        # configured ones. Give up (record stays clean) only if the scene itself rules it out.
+        for _ in range(8 if wanted else 0):
+            result = defect_registry.DEFECTS[wanted](items, scene, rng, category)
+            if result is not None:
+                clean_items, bad_items, detail = result
+                labels = [{"type": wanted, "detail": detail,
+                           "turn": _changed_turn(clean_items, bad_items)}]
+                break
+            items = category_items(scene, category, rng)
+            clean_items = bad_items = items
+        turn_seed = int(rng.integers(2**31))
+        out.append(CorpusRecord(
+            clean=_sample(rid, image, clean_items, category, np.random.default_rng(turn_seed)),
+            defective=_sample(rid, image, bad_items, category, np.random.default_rng(turn_seed)),
+            defects=labels,
+        ))
+    return out
+
+
+def _changed_turn(clean: list[QAItem], bad: list[QAItem]) -> int:
+    """Index of the first QA pair that differs (the appended one for a duplicate)."""
+    for k, (a, b) in enumerate(zip(clean, bad, strict=False)):
+        if (a.question, a.answer) != (b.question, b.answer):
+            return k
+    return min(len(clean), len(bad))
+
+
+def _sample(rid: str, image: str, items: list[QAItem], category: str,
+            rng: np.random.Generator) -> Sample:
+    return Sample(id=rid, images=[image], turns=to_turns(items, rng), category=category,
+                  source="world/machine")
+
+
+def clean_sample(scene: Scene, image: str, rng: np.random.Generator, n_qa: int = 4) -> Sample:
+    """House-style pretraining record: a caption, then short answers."""
+    describe = ask(scene, "detail", rng, HOUSE)
+    items = [describe]
+    names = [CLEAN_QA_KINDS[i] for i in rng.permutation(len(CLEAN_QA_KINDS))]
+    seen = set()
+    for name in names:
+        item = ask(scene, name, rng, HOUSE)
+        if item is None or item.question in seen:
+            continue
+        seen.add(item.question)
+        item.question = f"{item.question}\n{vocab.SHORT_ANSWER}"
+        items.append(item)
+        if len(items) == n_qa + 1:
+            break
+    turns = []
+    for k, it in enumerate(items):
+        q = f"{IMAGE_TOKEN}\n{it.question}" if k == 0 else it.question
+        turns += [Turn("user", q), Turn("assistant", it.answer)]
+    return Sample(id=f"{scene.image_id}-clean", images=[image], turns=turns, category="other",
+                  source="world/clean")

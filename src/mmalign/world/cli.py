@@ -66,9 +66,11 @@ def make(
                         + f"; {m['defective_fraction']:.1%} defective"),
         ("corpus_clean.json", f"{c['corpus_records']} records, defect-free counterpart"),
         ("truth/corpus_defects.jsonl", "defect labels (experiments only; curation never reads)"),
-        ("annotations/", f"{c['annotation_question_sets']} question-set groups, "
-                         f"{c['annotation_answer_groups']} answer groups"),
-        ("bench/", ", ".join(f"{k} {v}" for k, v in c["bench"].items())),
+        ("annotations/questions.jsonl", f"{c['annotation_question_sets']} images x K scored "
+                                        "candidate question sets"),
+        ("annotations/answers.jsonl", f"{c['annotation_answer_groups']} questions x K scored "
+                                      "candidate answers"),
+        *[(f"bench/{k}.jsonl", f"{v} items") for k, v in c["bench"].items()],
         ("scenes.jsonl, stats.json, manifest.json", "scene graphs, shape statistics, manifest"),
     ]
     width = max(len(r[0]) for r in rows)

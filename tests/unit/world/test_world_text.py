@@ -1,0 +1,162 @@
+"""The world's text against its scene graphs, checked with an independent parser."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+
+from mmalign.world import vocab
+from mmalign.world.corpus import DEFAULT_DEFECT_RATES, corpus_records
+from mmalign.world.facts import mentioned_shapes, mentions
+from mmalign.world.scene import sample_scene
+
+from .conftest import read_jsonl
+
+
+def _records(world, name):
+    return {r["id"]: r for r in json.loads((world / name).read_text())}
+
+
+def _answers(rec):
+    return [t["value"] for t in rec["conversations"] if t["from"] == "gpt"]
+
+
+def test_clean_answers_mention_only_objects_that_are_there(small_world, scenes):
+    clean = _records(small_world, "corpus_clean.json")
+    for rec in clean.values():
+        present = scenes[rec["image"]].shapes()
+        for a in _answers(rec):
+            assert mentioned_shapes(a) <= present, (rec["id"], a)
+
+
+def test_clean_detail_lists_every_object_exactly(small_world, scenes):
+    clean = _records(small_world, "corpus_clean.json")
+    details = [r for r in clean.values() if r["category"] == "detail"]
+    assert details
+    for rec in details:
+        s = scenes[rec["image"]]
+        said = Counter((m.size, m.color, m.shape) for m in mentions(_answers(rec)[0])
+                       if m.size and m.color)
+        assert said == Counter((o.size, o.color, o.shape) for o in s.objects), rec["id"]
+
+
+def test_every_defect_changes_the_record_and_hallucinations_are_visible(small_world, scenes):
+    clean = _records(small_world, "corpus_clean.json")
+    bad = _records(small_world, "corpus.json")
+    truth = read_jsonl(small_world / "truth" / "corpus_defects.jsonl")
+    kinds = Counter()
+    for t in truth:
+        c, b = clean[t["id"]], bad[t["id"]]
+        if not t["defects"]:
+            assert c == b, t["id"]
+            continue
+        assert c != b, t
+        (d,) = t["defects"]
+        kinds[d["type"]] += 1
+        if d["type"] == "hallucinated_object":
+            present = scenes[b["image"]].shapes()
+            invented = set().union(*(mentioned_shapes(a) for a in _answers(b))) - present
+            assert invented, (t, _answers(b))
+        if d["type"] == "truncation":
+            turn = _answers(b)[d["turn"]]
+            assert not turn.endswith(".") and len(turn) < len(_answers(c)[d["turn"]])
+        if d["type"] == "near_duplicate":
+            assert len(b["conversations"]) == len(c["conversations"]) + 2
+    assert set(kinds) == set(DEFAULT_DEFECT_RATES), kinds
+
+
+def test_realised_rates_follow_config_and_zero_rates_give_a_clean_corpus():
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng, f"x{i}") for i in range(1500)]
+    recs = [r for i, s in enumerate(scenes)
+            for r in corpus_records(s, "i.png", np.random.default_rng(i), DEFAULT_DEFECT_RATES)]
+    got = Counter(d["type"] for r in recs for d in r.defects)
+    for name, rate in DEFAULT_DEFECT_RATES.items():
+        # wrong_relation needs two objects, which 1-object scenes (20%) cannot give.
+        low = 0.5 * rate if name == "wrong_relation" else 0.75 * rate
+        assert low <= got[name] / len(recs) <= 1.25 * rate, (name, got[name] / len(recs))
+    none = [r for i, s in enumerate(scenes[:300])
+            for r in corpus_records(s, "i.png", np.random.default_rng(i), {})]
+    assert all(r.clean == r.defective and not r.defects for r in none)
+
+
+def test_hallucinations_follow_the_co_occurrence_prior(small_world, scenes):
+    bad = _records(small_world, "corpus.json")
+    favoured = uniform = total = 0
+    for t in read_jsonl(small_world / "truth" / "corpus_defects.jsonl"):
+        for d in t["defects"]:
+            if d["type"] == "hallucinated_object":
+                shape = d["detail"].split()[4]  # "claims a <size> <color> <shape> in ..."
+                assert shape in vocab.SHAPES
+                s = scenes[bad[t["id"]]["image"]]
+                liked = vocab.THEMES[s.theme]["favours"]
+                absent = [x for x in vocab.SHAPES if x not in s.shapes()]
+                assert shape in absent
+                favoured += shape in liked
+                uniform += sum(x in liked for x in absent) / len(absent)
+                total += 1
+    # A uniform pick among absent shapes would give `uniform`; the theme prior (5x boost)
+    # must make theme-typical hallucinations clearly more common than that.
+    assert total > 20 and favoured / total > uniform / total + 0.15, (favoured, uniform, total)
+
+
+def test_pope_is_balanced_and_exact(small_world, scenes):
+    rows = read_jsonl(small_world / "bench" / "pope.jsonl")
+    for split in ("random", "popular", "adversarial"):
+        sub = [r for r in rows if r["split"] == split]
+        yes = sum(r["answer"] == "yes" for r in sub)
+        assert sub and yes == len(sub) - yes
+        for r in sub:
+            assert (r["object"] in scenes[r["image"]].shapes()) == (r["answer"] == "yes")
+            assert r["object"] in r["question"]
+    negs = {sp: Counter(r["object"] for r in rows if r["split"] == sp and r["answer"] == "no")
+            for sp in ("random", "popular", "adversarial")}
+    assert negs["random"] != negs["popular"] != negs["adversarial"]
+
+
+def test_vqa_answers_recomputed_from_scenes(small_world, scenes):
+    for r in read_jsonl(small_world / "bench" / "vqa.jsonl"):
+        s = scenes[r["image"]]
+        q = r["question"]
+        named = [m for m in mentions(q)]
+        if r["type"] == "total":
+            assert r["answer"] == vocab.number_word(len(s.objects))
+        elif r["type"] == "count":
+            assert r["answer"] == vocab.number_word(s.count(shape=named[0].shape))
+        elif r["type"] == "color":
+            (m,) = named
+            cands = [o for o in s.objects if o.shape == m.shape and m.size in (None, o.size)]
+            assert len(cands) == 1 and r["answer"] == cands[0].color
+        elif r["type"] == "shape_at":
+            pos = q.removeprefix("What shape is at the ").removesuffix("?")
+            cell = next(c for c, n in vocab.CLEAN_POSITION.items() if n == pos)
+            assert r["answer"] == s.at(cell).shape
+
+
+def test_mc_and_chair_rows(small_world, scenes):
+    for r in read_jsonl(small_world / "bench" / "mc.jsonl"):
+        assert len(r["options"]) == len(set(r["options"])) >= 2
+        assert 0 <= r["answer"] < len(r["options"])
+        if r["type"] == "total":
+            assert r["options"][r["answer"]] == vocab.number_word(len(scenes[r["image"]].objects))
+    for r in read_jsonl(small_world / "bench" / "chair.jsonl"):
+        assert r["objects"] == sorted(scenes[r["image"]].shapes())
+
+
+def test_annotation_scores_rank_clean_above_defective(small_world):
+    truth = {(t["file"], t["id"]): t for t in read_jsonl(small_world / "truth" /
+                                                          "annotations.jsonl")}
+    clean_scores, bad_scores = [], []
+    for r in read_jsonl(small_world / "annotations" / "answers.jsonl"):
+        assert len(r["candidates"]) >= 2
+        assert len({c["answer"] for c in r["candidates"]}) == len(r["candidates"])
+        for c, t in zip(r["candidates"], truth[("answers.jsonl", r["id"])]["candidates"],
+                        strict=True):
+            assert 0.0 <= c["score"] <= 1.0
+            (clean_scores if t["defect"] is None else bad_scores).append(c["score"])
+    assert np.mean(clean_scores) - np.mean(bad_scores) > 0.4
+    q_rows = read_jsonl(small_world / "annotations" / "questions.jsonl")
+    assert all(len(r["candidates"]) >= 2 and all(c["questions"] for c in r["candidates"])
+               for r in q_rows)

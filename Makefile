@@ -26,6 +26,8 @@ lint: install
 
 demo: install
 	$(BIN)/mmalign world make --out runs/demo/world
+	$(BIN)/mmalign data inspect runs/demo/world/corpus.json
+	$(BIN)/python bench/world_baselines.py runs/demo/world
 
 clean:
 	rm -rf runs .pytest_cache

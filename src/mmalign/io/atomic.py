@@ -31,6 +31,9 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+    # mkstemp/mkdtemp create owner-only entries; give the output the permissions a plain
+    # open()/mkdir() would have under the current umask.
+    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask())
     try:
         yield tmp
         if is_dir:
@@ -51,6 +54,12 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -121,16 +121,6 @@ def read_json_records(path: str | os.PathLike) -> Iterator[Item]:
     return read_json_lines(path)
 
 
-def write_json_lines(path: str | os.PathLike, objs: Iterable[dict[str, Any]]) -> int:
-    n = 0
-    with atomic_open(path) as f:
-        for obj in objs:
-            f.write(json.dumps(obj, ensure_ascii=False))
-            f.write("\n")
-            n += 1
-    return n
-
-
 def write_json_array(path: str | os.PathLike, objs: Iterable[dict[str, Any]]) -> int:
     """Stream a JSON array, one element per line (no whole list in memory; compact, because
     corpora run to millions of records, and still line-diffable)."""

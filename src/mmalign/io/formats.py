@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmalign.io import llava, native, povid, sharegpt, trl
+from mmalign.io.atomic import write_jsonl
 from mmalign.io.containers import (
     DataFileError,
     Item,
@@ -27,7 +28,6 @@ from mmalign.io.containers import (
     read_json_records,
     sniff_container,
     write_json_array,
-    write_json_lines,
 )
 from mmalign.io.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, RecordImageChecker
 from mmalign.records import PreferencePair, RecordError, Sample
@@ -251,7 +251,7 @@ def write_records(path: str | os.PathLike, records: Iterable[Record], fmt: str) 
     if spec.container == "array" or (
             spec.container == "by-suffix" and Path(path).suffix.lower() == ".json"):
         return write_json_array(path, encoded)
-    return write_json_lines(path, encoded)
+    return write_jsonl(path, encoded)
 
 
 def fits(record: Record, fmt: str) -> bool:

@@ -117,9 +117,12 @@ def _a_exist(scene, p, style):
     return f"Yes, there are {vocab.number_word(n)} {vocab.plural(p['shape'], n)} in the image."
 
 
-def _ask_color(scene, rng, focus):
-    i = _object_choice(scene, rng, focus, lambda i: _ref_without(scene, i, "color") is not None)
-    return None if i is None else {"obj": i, "ref": _ref_without(scene, i, "color")}
+def _ask_attribute(attr: str):
+    """ask() for "what <attr> is the X?": X must be named without giving <attr> away."""
+    def ask(scene, rng, focus):
+        i = _object_choice(scene, rng, focus, lambda i: _ref_without(scene, i, attr) is not None)
+        return None if i is None else {"obj": i, "ref": _ref_without(scene, i, attr)}
+    return ask
 
 
 def _q_color(scene, p, style, variant):
@@ -201,11 +204,6 @@ def _a_shape_at(scene, p, style):
     if o is None:
         return f"There is nothing in the {m} of the image."
     return f"In the {m} of the image, there is {_a(o)}."
-
-
-def _ask_size(scene, rng, focus):
-    i = _object_choice(scene, rng, focus, lambda i: _ref_without(scene, i, "size") is not None)
-    return None if i is None else {"obj": i, "ref": _ref_without(scene, i, "size")}
 
 
 def _q_size(scene, p, style, variant):
@@ -476,11 +474,11 @@ def _a_same_color(scene, p, style):
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("exist", "conversation", _ask_exist, _q_exist, _a_exist, 3),
-    Kind("color", "conversation", _ask_color, _q_color, _a_color, 2),
+    Kind("color", "conversation", _ask_attribute("color"), _q_color, _a_color, 2),
     Kind("count", "conversation", _ask_count, _q_count, _a_count, 2),
     Kind("position", "conversation", _ask_position, _q_position, _a_position, 2),
     Kind("shape_at", "conversation", _ask_shape_at, _q_shape_at, _a_shape_at, 2),
-    Kind("size", "conversation", _ask_size, _q_size, _a_size, 2),
+    Kind("size", "conversation", _ask_attribute("size"), _q_size, _a_size, 2),
     Kind("relation_yn", "conversation", _ask_relation_yn, _q_relation_yn, _a_relation_yn, 2),
     Kind("relation_what", "conversation", _ask_relation_what, _q_relation_what,
          _a_relation_what, 2),

@@ -1,0 +1,1 @@
+"""Generation and judging backends (hf, openai, oracle) behind small protocols."""

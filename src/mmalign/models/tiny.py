@@ -1,0 +1,162 @@
+"""The embedded default model: a tiny LLaVA built offline, saved in standard HF format.
+
+`build_tiny(out_dir)` writes a real `LlavaForConditionalGeneration` (small CLIP vision tower,
+small Llama) with randomly initialised weights, a byte-level BPE tokenizer trained with
+`tokenizers` on text from the synthetic world (byte-level, so any English, or any UTF-8 text,
+still encodes and decodes losslessly), and a `LlavaProcessor`. `AutoModelForImageTextToText`,
+`AutoProcessor`, TRL and PEFT load the folder unchanged.
+
+The chat template is LLaVA-1.5's ("USER: <image>\\n... ASSISTANT: ...</s>"), written to take
+both plain-string and typed (`[{"type": "image"}, {"type": "text", ...}]`) content, with
+`{% generation %}` around assistant text so TRL's `assistant_only_loss` can mask the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_TOKEN = "<image>"
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['content'] is string %}{% set text = message['content'] %}"
+    "{% else %}{% set ns = namespace(text='') %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{% set ns.text = ns.text + '<image>' %}"
+    "{% elif part['type'] == 'text' %}{% set ns.text = ns.text + part['text'] %}{% endif %}"
+    "{% endfor %}{% set text = ns.text %}{% endif %}"
+    "{% if message['role'] == 'system' %}{{ text + '\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'USER: ' + text + '\n' }}"
+    "{% else %}{{ 'ASSISTANT: ' }}{% generation %}{{ text + '</s>' }}{% endgeneration %}"
+    "{{ '\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+@dataclass
+class TinyConfig:
+    """Sizes of the tiny VLM. Defaults: ~3M parameters, ~12 MB in fp32."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    vision_hidden: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    vision_intermediate: int = 256
+    text_hidden: int = 192
+    text_layers: int = 4
+    text_heads: int = 4
+    text_intermediate: int = 512
+    vocab_size: int = 1024
+    max_position: int = 512
+    seed: int = 0
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def tokenizer_corpus(n_scenes: int = 3000, seed: int = 0) -> list[str]:
+    """Text to learn BPE merges from: both voices of the world, plus the prompt vocabulary.
+    Byte-level BPE never fails on unseen text; this only decides which words are one token."""
+    from mmalign.world.corpus import category_items, clean_sample
+    from mmalign.world.defects import FILLER
+    from mmalign.world.scene import sample_scene
+
+    rng = np.random.default_rng(seed)
+    texts = list(FILLER)
+    for i in range(n_scenes):
+        scene = sample_scene(rng, f"t{i}")
+        texts += [t.content for t in clean_sample(scene, "x", rng).turns]
+        for category in ("conversation", "detail", "reasoning"):
+            for item in category_items(scene, category, rng):
+                texts += [item.question, item.answer]
+    return texts
+
+
+def build_tokenizer(cfg: TinyConfig):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(tokenizer_corpus(seed=cfg.seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>", extra_special_tokens={"image_token": IMAGE_TOKEN},
+        model_max_length=cfg.max_position, padding_side="right")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_processor(cfg: TinyConfig, tokenizer):
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    images = CLIPImageProcessor(
+        size={"shortest_edge": cfg.image_size},
+        crop_size={"height": cfg.image_size, "width": cfg.image_size},
+        do_center_crop=True, do_resize=True, do_normalize=True, do_convert_rgb=True)
+    return LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=cfg.patch_size,
+                          vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+
+
+def build_model(cfg: TinyConfig, tokenizer):
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    vision = CLIPVisionConfig(
+        hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_intermediate,
+        num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+        image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_hidden)
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.text_hidden,
+        intermediate_size=cfg.text_intermediate, num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads, num_key_value_heads=cfg.text_heads,
+        max_position_embeddings=cfg.max_position, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    config = LlavaConfig(
+        vision_config=vision, text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        # "default" drops CLIP's CLS token: one LLM token per patch.
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        image_seq_length=cfg.image_tokens, projector_hidden_act="gelu")
+    torch.manual_seed(cfg.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def build_tiny(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:
+    """Build tokenizer, processor and randomly initialised model; save them to `out_dir`."""
+    import json
+
+    from mmalign.io.atomic import atomic_path
+
+    cfg = cfg or TinyConfig()
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(cfg)
+    processor = build_processor(cfg, tokenizer)
+    model = build_model(cfg, tokenizer)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "mmalign_tiny.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    return out_dir

@@ -24,10 +24,14 @@ def version() -> None:
 def _register_subapps() -> None:
     # Sub-apps live beside the stage they drive, so each stage's options sit with its code.
     from mmalign.io.cli import data_app
+    from mmalign.models.cli import model_app
+    from mmalign.train.cli import train_app
     from mmalign.world.cli import world_app
 
     app.add_typer(data_app, name="data", help="Convert and inspect corpora and preference data.")
     app.add_typer(world_app, name="world", help="The synthetic visual world (embedded default).")
+    app.add_typer(model_app, name="model", help="Build the embedded tiny model.")
+    app.add_typer(train_app, name="train", help="Training stages (SFT; preference trainers).")
 
 
 _register_subapps()

@@ -65,3 +65,25 @@ def test_lora_trains_language_model_only_and_merges(tiny_model, tiny_world, tmp_
 def test_preflight_refuses_max_length_that_cuts_image_tokens(tiny_model, tiny_world, tmp_path):
     with pytest.raises(ValueError, match=r"record '.*': its image tokens end at position"):
         train_sft(_cfg(tiny_model, tiny_world, tmp_path / "short", max_length=40))
+
+
+def test_cli_builds_tiny_and_trains_it(tiny_world, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmalign.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["model", "tiny", "--out", str(tmp_path / "m"), "--text-layers", "1",
+                              "--text-hidden", "64", "--vision-layers", "1", "--vision-hidden",
+                              "64", "--vocab-size", "600"])
+    assert res.exit_code == 0, res.output
+    assert "tiny VLM written to" in res.output
+    res = runner.invoke(app, ["train", "sft", "--model", str(tmp_path / "m"), "--data",
+                              str(tiny_world / "corpus.json"), "--out", str(tmp_path / "run"),
+                              "--max-steps", "2", "--batch-size", "2", "--limit", "8"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+    res = runner.invoke(app, ["train", "sft", "--model", str(tmp_path / "m"), "--data",
+                              str(tiny_world / "corpus.json"), "--out", str(tmp_path / "bad"),
+                              "--max-length", "30", "--limit", "4"])
+    assert res.exit_code == 2 and "would cut them" in res.output

@@ -9,6 +9,11 @@ still encodes and decodes losslessly), and a `LlavaProcessor`. `AutoModelForImag
 The chat template is LLaVA-1.5's ("USER: <image>\\n... ASSISTANT: ...</s>"), written to take
 both plain-string and typed (`[{"type": "image"}, {"type": "text", ...}]`) content, with
 `{% generation %}` around assistant text so TRL's `assistant_only_loss` can mask the rest.
+
+A second architecture, `arch="idefics3"` (SmolVLM's: SigLIP-style vision tower, pixel-shuffle
+connector, Llama text model, "User:/Assistant:" template), is built the same way, so code and
+tests are never tied to one family. (Qwen2-VL cannot be built here: its processor requires a
+video processor, which in transformers 5 needs torchvision, and there is no CPU torchvision.)
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ import numpy as np
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
+# Both templates flatten string or typed content into `text` the same way.
+_CONTENT_AS_TEXT = (
     "{% if message['content'] is string %}{% set text = message['content'] %}"
     "{% else %}{% set ns = namespace(text='') %}"
     "{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}{% set ns.text = ns.text + '<image>' %}"
     "{% elif part['type'] == 'text' %}{% set ns.text = ns.text + part['text'] %}{% endif %}"
     "{% endfor %}{% set text = ns.text %}{% endif %}"
+)
+CHAT_TEMPLATE = (
+    "{% for message in messages %}" + _CONTENT_AS_TEXT +
     "{% if message['role'] == 'system' %}{{ text + '\n' }}"
     "{% elif message['role'] == 'user' %}{{ 'USER: ' + text + '\n' }}"
     "{% else %}{{ 'ASSISTANT: ' }}{% generation %}{{ text + '</s>' }}{% endgeneration %}"
@@ -36,6 +44,17 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
+END_OF_UTTERANCE = "<end_of_utterance>"
+IDEFICS3_TOKENS = ["<fake_token_around_image>", "<global-img>", END_OF_UTTERANCE]
+IDEFICS3_TEMPLATE = (
+    "{% for message in messages %}" + _CONTENT_AS_TEXT +
+    "{% if message['role'] == 'assistant' %}{{ 'Assistant:' }}"
+    "{% generation %}{{ ' ' + text + '<end_of_utterance>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ message['role'] | capitalize + ':' + text + '<end_of_utterance>\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+ARCHES = ("llava", "idefics3")
 
 
 @dataclass
@@ -55,10 +74,17 @@ class TinyConfig:
     vocab_size: int = 1024
     max_position: int = 512
     seed: int = 0
+    arch: str = "llava"  # or "idefics3"
+    scale_factor: int = 2  # idefics3 pixel shuffle: image tokens = patches / scale_factor**2
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHES:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHES}")
 
     @property
     def image_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+        patches = (self.image_size // self.patch_size) ** 2
+        return patches if self.arch == "llava" else patches // self.scale_factor ** 2
 
 
 def tokenizer_corpus(n_scenes: int = 3000, seed: int = 0) -> list[str]:
@@ -94,11 +120,15 @@ def build_tokenizer(cfg: TinyConfig):
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         pad_token="<pad>", extra_special_tokens={"image_token": IMAGE_TOKEN},
         model_max_length=cfg.max_position, padding_side="right")
-    fast.chat_template = CHAT_TEMPLATE
+    if cfg.arch == "idefics3":
+        fast.add_special_tokens({"additional_special_tokens": IDEFICS3_TOKENS})
+    fast.chat_template = CHAT_TEMPLATE if cfg.arch == "llava" else IDEFICS3_TEMPLATE
     return fast
 
 
 def build_processor(cfg: TinyConfig, tokenizer):
+    if cfg.arch == "idefics3":
+        return _idefics3_processor(cfg, tokenizer)
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     images = CLIPImageProcessor(
@@ -110,38 +140,72 @@ def build_processor(cfg: TinyConfig, tokenizer):
                           num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
 
 
-def build_model(cfg: TinyConfig, tokenizer):
-    import torch
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
+def _idefics3_processor(cfg: TinyConfig, tokenizer):
+    from transformers import Idefics3ImageProcessor, Idefics3Processor
 
-    vision = CLIPVisionConfig(
-        hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_intermediate,
-        num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
-        image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_hidden)
-    text = LlamaConfig(
+    # No image splitting: one 64x64 image is one tile, like the LLaVA default.
+    images = Idefics3ImageProcessor(do_image_splitting=False,
+                                    size={"longest_edge": cfg.image_size},
+                                    max_image_size={"longest_edge": cfg.image_size})
+    return Idefics3Processor(image_processor=images, tokenizer=tokenizer,
+                             image_seq_len=cfg.image_tokens, chat_template=IDEFICS3_TEMPLATE)
+
+
+def _text_config(cfg: TinyConfig, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.text_hidden,
         intermediate_size=cfg.text_intermediate, num_hidden_layers=cfg.text_layers,
         num_attention_heads=cfg.text_heads, num_key_value_heads=cfg.text_heads,
         max_position_embeddings=cfg.max_position, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
+
+
+def build_model(cfg: TinyConfig, tokenizer):
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    build = _llava_model if cfg.arch == "llava" else _idefics3_model
+    model = build(cfg, tokenizer)
+    eos = tokenizer.eos_token_id
+    if cfg.arch == "idefics3":  # its template ends every turn with <end_of_utterance>
+        eos = [tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE), eos]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = eos
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def _llava_model(cfg: TinyConfig, tokenizer):
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(
+        hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_intermediate,
+        num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+        image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_hidden)
     config = LlavaConfig(
-        vision_config=vision, text_config=text,
+        vision_config=vision, text_config=_text_config(cfg, tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         # "default" drops CLIP's CLS token: one LLM token per patch.
         vision_feature_select_strategy="default", vision_feature_layer=-1,
         image_seq_length=cfg.image_tokens, projector_hidden_act="gelu")
-    torch.manual_seed(cfg.seed)
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    return model
+    return LlavaForConditionalGeneration(config)
+
+
+def _idefics3_model(cfg: TinyConfig, tokenizer):
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
+    from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
+
+    vision = Idefics3VisionConfig(
+        hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_intermediate,
+        num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+        image_size=cfg.image_size, patch_size=cfg.patch_size)
+    config = Idefics3Config(vision_config=vision, text_config=_text_config(cfg, tokenizer),
+                            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                            scale_factor=cfg.scale_factor, pad_token_id=tokenizer.pad_token_id)
+    return Idefics3ForConditionalGeneration(config)
 
 
 def build_tiny(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:

@@ -85,27 +85,33 @@ def load_samples(paths: list[str], image_root: str | None, limit: int | None
     return out
 
 
-def preflight_lengths(samples: list[Sample], processor, max_length: int) -> dict[str, int]:
+def preflight_lengths(samples: list[Sample], processor, max_length: int,
+                      image_roots: list[Path] | None = None) -> dict[str, int]:
     """Fail fast if `max_length` would cut into image tokens; report text truncation.
 
     The most common crash in VLM fine-tuning ("image features and image tokens do not
-    match") is a truncation inside the run of image tokens. We expand each record the way the
-    processor will (one image -> `image_seq_length` tokens) and check where the last image
-    token lands. Records merely losing answer text are counted, not refused.
+    match") is a truncation inside the run of image tokens. We measure, with the real
+    processor on one record, how many tokens an image placeholder becomes (LLaVA: 64 image
+    tokens; Idefics3 adds wrapper tokens), then estimate every record's expanded length and
+    where its last image run ends. (For dynamic-resolution models the per-image count varies;
+    the first image's count is used.) Records merely losing answer text are counted.
     """
     tok = processor.tokenizer
-    per_image = _image_token_count(processor)
     image_id = tok.convert_tokens_to_ids("<image>")
+    per_image = None
     longest, cut_text = 0, 0
-    for s in samples:
+    for k, s in enumerate(samples):
         msgs = [{"role": t.role, "content": to_parts(t.content)} for t in s.turns]
         text = processor.apply_chat_template(msgs, tokenize=False)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         positions = [i for i, t in enumerate(ids) if t == image_id]
-        # each placeholder becomes `per_image` tokens
-        expanded_len = len(ids) + len(positions) * (per_image - 1)
+        if positions and per_image is None:
+            root = image_roots[k] if image_roots else Path(".")
+            per_image = _tokens_per_image(processor, text, s, root, len(ids))
+        grow = len(positions) * ((per_image or 1) - 1)
+        expanded_len = len(ids) + grow
         if positions:
-            last_image_end = positions[-1] + len(positions) * (per_image - 1) + 1
+            last_image_end = positions[-1] + grow + 1
             if last_image_end > max_length:
                 raise ValueError(
                     f"record {s.id!r}: its image tokens end at position {last_image_end} but "
@@ -114,19 +120,17 @@ def preflight_lengths(samples: list[Sample], processor, max_length: int) -> dict
                     f"record.")
         longest = max(longest, expanded_len)
         cut_text += expanded_len > max_length
-    return {"longest": longest, "truncated_records": cut_text, "image_tokens": per_image}
+    return {"longest": longest, "truncated_records": cut_text, "image_tokens": per_image or 0}
 
 
-def _image_token_count(processor) -> int:
-    n = getattr(processor, "num_image_tokens", None) or getattr(processor, "image_seq_length", None)
-    if n:
-        return int(n)
-    ip = processor.image_processor
-    size = ip.crop_size["height"] if getattr(ip, "crop_size", None) else ip.size["shortest_edge"]
-    patch = processor.patch_size
-    extra = getattr(processor, "num_additional_image_tokens", 0)
-    strategy = getattr(processor, "vision_feature_select_strategy", "default")
-    return (size // patch) ** 2 + extra - (1 if strategy == "default" else 0)
+def _tokens_per_image(processor, text: str, sample: Sample, image_root: Path,
+                      text_len: int) -> int:
+    """Tokens one `<image>` placeholder becomes, measured with the processor itself."""
+    from mmalign.io.images import load_image
+
+    images = [load_image(image_root / p) for p in sample.images]
+    enc = processor(images=[images], text=[text], add_special_tokens=False)
+    return (len(enc["input_ids"][0]) - text_len) // len(images) + 1
 
 
 def train_sft(cfg: SFTRunConfig) -> Path:
@@ -145,7 +149,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     if not samples:
         raise ValueError(f"no training records in {cfg.data}")
     processor = AutoProcessor.from_pretrained(cfg.model)
-    stats = preflight_lengths(samples, processor, cfg.max_length)
+    stats = preflight_lengths(samples, processor, cfg.max_length, [r for _, r in pairs])
     log.info("pre-flight: %d records, longest %d tokens, %d would lose answer text",
              len(samples), stats["longest"], stats["truncated_records"])
 

@@ -23,6 +23,7 @@ def version() -> None:
 
 def _register_subapps() -> None:
     # Sub-apps live beside the stage they drive, so each stage's options sit with its code.
+    from mmalign.eval.cli import eval_command, report_command
     from mmalign.io.cli import data_app
     from mmalign.models.cli import model_app
     from mmalign.train.cli import train_app
@@ -32,6 +33,8 @@ def _register_subapps() -> None:
     app.add_typer(world_app, name="world", help="The synthetic visual world (embedded default).")
     app.add_typer(model_app, name="model", help="Build the embedded tiny model.")
     app.add_typer(train_app, name="train", help="Training stages (SFT; preference trainers).")
+    app.command("eval")(eval_command)
+    app.command("report")(report_command)
 
 
 _register_subapps()

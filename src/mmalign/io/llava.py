@@ -10,18 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from mmalign.io.messages import (
+    SAMPLE_DEFAULTS,
     extras,
     field_renamer,
     from_value_turns,
     image_list,
     image_value,
-    renamed,
     require_list,
+    sample_from_native,
     to_value_turns,
 )
-from mmalign.records import RecordError, Sample
-
-SAMPLE_DEFAULTS = {"category": "other", "source": "", "meta": {}}
+from mmalign.records import Sample
 
 _rename = field_renamer([
     (r"^turns\[(\d+)\]\.content", r"conversations[\1].value"),
@@ -33,12 +32,7 @@ _rename = field_renamer([
 def decode_sample(obj: dict[str, Any]) -> Sample:
     images = image_list(obj["image"] if "image" in obj else obj.get("images"), "image")
     turns = from_value_turns(require_list(obj, "conversations"), "conversations")
-    native = {"id": obj.get("id"), "images": images, "turns": turns,
-              **{k: obj[k] for k in SAMPLE_DEFAULTS if k in obj}}
-    try:
-        return Sample.from_dict(native)
-    except RecordError as e:
-        raise renamed(e, _rename) from None
+    return sample_from_native(obj, images, turns, _rename)
 
 
 def encode_sample(s: Sample) -> dict[str, Any]:

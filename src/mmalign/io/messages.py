@@ -12,7 +12,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mmalign.records import IMAGE_TOKEN, RecordError
+from mmalign.records import IMAGE_TOKEN, RecordError, Sample
+
+# Our extra keys on sample records, and the values they take when a file leaves them out.
+SAMPLE_DEFAULTS = {"category": "other", "source": "", "meta": {}}
 
 LLAVA_TO_ROLE = {"human": "user", "gpt": "assistant", "system": "system",
                  # Some LLaVA-style dumps already use chat roles; accept them on read.
@@ -163,3 +166,15 @@ def field_renamer(pairs: list[tuple[str, str]]) -> Callable[[str], str]:
         return f
 
     return rename
+
+
+def sample_from_native(obj: dict[str, Any], images: list[str], turns: list[dict[str, Any]],
+                       rename: Callable[[str], str]) -> Sample:
+    """Build a Sample from a format's decoded turns and images plus our extra keys, with
+    error fields translated back into the format's own names."""
+    native = {"id": obj.get("id"), "images": images, "turns": turns,
+              **{k: obj[k] for k in SAMPLE_DEFAULTS if k in obj}}
+    try:
+        return Sample.from_dict(native)
+    except RecordError as e:
+        raise renamed(e, rename) from None

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmalign.io.llava import SAMPLE_DEFAULTS
 from mmalign.io.messages import (
+    SAMPLE_DEFAULTS,
     extras,
     field_renamer,
     from_role_messages,
     from_value_turns,
-    renamed,
     require_list,
+    sample_from_native,
 )
-from mmalign.records import RecordError, Sample
+from mmalign.records import Sample
 
 _rename_messages = field_renamer([(r"^turns", "messages")])
 _rename_conversations = field_renamer([
@@ -38,12 +38,7 @@ def decode_sample(obj: dict[str, Any]) -> Sample:
         rename = _rename_messages
     # Files that put the image path inside the parts (image_url) have no `images` key.
     images = obj["images"] if obj.get("images") is not None else refs
-    native = {"id": obj.get("id"), "images": images, "turns": turns,
-              **{k: obj[k] for k in SAMPLE_DEFAULTS if k in obj}}
-    try:
-        return Sample.from_dict(native)
-    except RecordError as e:
-        raise renamed(e, rename) from None
+    return sample_from_native(obj, images, turns, rename)
 
 
 def encode_sample(s: Sample) -> dict[str, Any]:

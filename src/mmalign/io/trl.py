@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmalign.io.llava import SAMPLE_DEFAULTS
 from mmalign.io.messages import (
+    SAMPLE_DEFAULTS,
     extras,
     field_renamer,
     from_parts,
     from_role_messages,
-    renamed,
     require_list,
+    sample_from_native,
     to_parts,
 )
 from mmalign.records import PreferencePair, RecordError, Sample
@@ -47,12 +47,7 @@ def encode(record: Sample | PreferencePair) -> dict[str, Any]:
 def decode_sample(obj: dict[str, Any]) -> Sample:
     turns, refs = from_role_messages(require_list(obj, "messages"), "messages")
     images = obj["images"] if obj.get("images") is not None else refs
-    native = {"id": obj.get("id"), "images": images, "turns": turns,
-              **{k: obj[k] for k in SAMPLE_DEFAULTS if k in obj}}
-    try:
-        return Sample.from_dict(native)
-    except RecordError as e:
-        raise renamed(e, _rename_sample) from None
+    return sample_from_native(obj, images, turns, _rename_sample)
 
 
 def encode_sample(s: Sample) -> dict[str, Any]:

@@ -166,7 +166,7 @@ def _sample(rid: str, image: str, items: list[QAItem], category: str,
 
 
 def clean_sample(scene: Scene, image: str, rng: np.random.Generator, n_qa: int = 4) -> Sample:
-    """House-style pretraining record: a caption, then short answers."""
+    """House-style pretraining record: a caption and short answers, in random order."""
     describe = ask(scene, "detail", rng, HOUSE)
     items = [describe]
     names = [CLEAN_QA_KINDS[i] for i in rng.permutation(len(CLEAN_QA_KINDS))]
@@ -180,6 +180,9 @@ def clean_sample(scene: Scene, image: str, rng: np.random.Generator, n_qa: int =
         items.append(item)
         if len(items) == n_qa + 1:
             break
+    # Shuffle the turns: evaluation asks a single question right after the image, so every
+    # kind of question (not only the caption) must be seen as the first, image-bearing turn.
+    items = [items[i] for i in rng.permutation(len(items))]
     turns = []
     for k, it in enumerate(items):
         q = f"{IMAGE_TOKEN}\n{it.question}" if k == 0 else it.question

@@ -160,3 +160,13 @@ def test_annotation_scores_rank_clean_above_defective(small_world):
     q_rows = read_jsonl(small_world / "annotations" / "questions.jsonl")
     assert all(len(r["candidates"]) >= 2 and all(c["questions"] for c in r["candidates"])
                for r in q_rows)
+
+
+def test_clean_set_puts_every_kind_of_question_first(small_world):
+    """Evaluation asks one question right after the image; the clean set must teach that."""
+    clean = json.loads((small_world / "clean.json").read_text())
+    firsts = [r["conversations"][0]["value"] for r in clean]
+    assert all(f.startswith("<image>\n") for f in firsts)
+    captions = sum("Describe the image." in f for f in firsts)
+    assert 0.05 < captions / len(firsts) < 0.5  # 1 caption among 5 turns, shuffled
+    assert sum("Is there a" in f for f in firsts) > 0

@@ -39,7 +39,9 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}" + _CONTENT_AS_TEXT +
     "{% if message['role'] == 'system' %}{{ text + '\n' }}"
     "{% elif message['role'] == 'user' %}{{ 'USER: ' + text + '\n' }}"
-    "{% else %}{{ 'ASSISTANT: ' }}{% generation %}{{ text + '</s>' }}{% endgeneration %}"
+    # The space before the answer belongs to the answer: byte-level BPE glues it to the first
+    # word (or makes it a token of its own), and it must be inside the trained span.
+    "{% else %}{{ 'ASSISTANT:' }}{% generation %}{{ ' ' + text + '</s>' }}{% endgeneration %}"
     "{{ '\n' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
@@ -98,11 +100,17 @@ def tokenizer_corpus(n_scenes: int = 3000, seed: int = 0) -> list[str]:
     texts = list(FILLER)
     for i in range(n_scenes):
         scene = sample_scene(rng, f"t{i}")
-        texts += [t.content for t in clean_sample(scene, "x", rng).turns]
+        pairs = [(a.content, b.content) for a, b in _pairs(clean_sample(scene, "x", rng).turns)]
         for category in ("conversation", "detail", "reasoning"):
-            for item in category_items(scene, category, rng):
-                texts += [item.question, item.answer]
+            pairs += [(it.question, it.answer) for it in category_items(scene, category, rng)]
+        # Learn merges on text laid out as the chat templates lay it out, so words after
+        # "ASSISTANT:" / "Assistant:" get the same tokens in training and at inference.
+        texts += [f"USER: {q}\nASSISTANT: {a}\nUser:{q}\nAssistant: {a}\n" for q, a in pairs]
     return texts
+
+
+def _pairs(turns):
+    return zip(turns[0::2], turns[1::2], strict=False)
 
 
 def build_tokenizer(cfg: TinyConfig):

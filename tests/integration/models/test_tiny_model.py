@@ -67,3 +67,25 @@ def test_sampling_is_seeded(tiny_model, tiny_world):
                              seed=5)]
     torch.manual_seed(0)
     assert gen.generate(req) == gen.generate(req)
+
+
+@pytest.mark.parametrize("answer", ["Yes.", "No.", "A large red circle at the top left.",
+                                    "Two.", "Top left."])
+def test_inference_prompt_is_a_prefix_and_every_answer_token_is_trained(tiny_model, answer):
+    """What the model sees at inference ("...ASSISTANT:") must tokenise as a prefix of the
+    training string, and every token after it (the answer, with its leading space, and the
+    end token) must be inside the assistant mask: otherwise the first answer token is never
+    trained and generation drifts (seen: 'A largeNo.')."""
+    _, proc = load_vlm(tiny_model, device="cpu")
+    tok = proc.tokenizer
+    user = {"role": "user", "content": [{"type": "text", "text": "Is there a star?"}]}
+    prompt = proc.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+    full = proc.apply_chat_template(
+        [[user, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]],
+        tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = full["input_ids"][0], full["assistant_masks"][0]
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert ids[: len(p_ids)] == p_ids
+    answer_part = [m for i, m in enumerate(mask) if i >= len(p_ids)]
+    assert answer_part[:-1] == [1] * (len(answer_part) - 1)  # all but the closing newline
+    assert tok.decode([t for t, m in zip(ids, mask, strict=True) if m]) == f" {answer}</s>"

@@ -7,7 +7,6 @@ exactly `json.dumps(record.to_dict())`. Validation lives in `validate_*` functio
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -318,8 +317,3 @@ def _turns(v: Any, name: str) -> list[Turn]:
             raise RecordError("missing", field=f"{name}[{i}].content")
         out.append(Turn(role=t["role"], content=t["content"]))
     return out
-
-
-def dumps(record: Sample | PreferencePair | Rating) -> str:
-    """The native JSONL line for a record."""
-    return json.dumps(record.to_dict(), ensure_ascii=False, sort_keys=False)

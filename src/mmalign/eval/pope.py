@@ -50,7 +50,8 @@ def parse_lenient(text: str) -> str:
 
 
 def parse(text: str) -> dict[str, str | None]:
-    return {"strict": parse_strict(text), "lenient": parse_lenient(text)}
+    parsers = {"strict": parse_strict, "lenient": parse_lenient}
+    return {name: parsers[name](text) for name in PARSES}
 
 
 def binary_metrics(gold: list[str], pred: list[str | None]) -> dict[str, float | int]:

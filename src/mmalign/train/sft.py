@@ -56,6 +56,15 @@ class SFTRunConfig:
     dataloader_num_workers: int = 0
 
 
+# SFTRunConfig fields passed to TRL's SFTConfig under the same name.
+_SHARED_WITH_SFTCONFIG = (
+    "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "weight_decay",
+    "max_length", "assistant_only_loss", "logging_steps", "save_steps", "save_total_limit",
+    "report_to", "seed", "dataloader_num_workers",
+)
+
+
 def samples_to_dataset(samples: list[Sample], image_root: Path):
     """TRL's conversational vision format: `messages` with typed content + `images`."""
     from datasets import Dataset, Image, Sequence
@@ -176,26 +185,12 @@ def train_sft(cfg: SFTRunConfig) -> Path:
 
     args = SFTConfig(
         output_dir=str(out),
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
+        **{name: getattr(cfg, name) for name in _SHARED_WITH_SFTCONFIG},
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
-        weight_decay=cfg.weight_decay,
-        max_length=cfg.max_length,
-        assistant_only_loss=cfg.assistant_only_loss,
-        logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        report_to=cfg.report_to,
-        seed=cfg.seed,
         remove_unused_columns=False,  # the collator needs `images`; HF would drop it
-        dataloader_num_workers=cfg.dataloader_num_workers,
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=False,  # progress bars whatever the log level
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
                          processing_class=processor, peft_config=peft_config)
@@ -209,6 +204,12 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     if cfg.lora:
         model = model.merge_and_unload()  # a plain HF model every tool can load
     model.save_pretrained(final)
+    # TRL's collator tokenises with truncation=True/max_length and padding; a fast tokenizer
+    # keeps that state and would write it into tokenizer.json, silently truncating prompts
+    # (and warning on every padded batch) wherever the model is used next.
+    backend = processor.tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
     processor.save_pretrained(final)
     (final / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     return final

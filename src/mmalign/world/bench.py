@@ -95,7 +95,7 @@ def vqa_rows(scene: Scene, image: str, rng: np.random.Generator, per_image: int 
     return rows
 
 
-def _mc_options(kind: str, answer: str) -> list[str]:
+def _mc_options(kind: str) -> list[str]:
     if kind == "color":
         return list(vocab.COLOR_NAMES)
     if kind == "shape_at":
@@ -113,8 +113,9 @@ def mc_rows(scene: Scene, image: str, rng: np.random.Generator, per_image: int =
         if item is None or item.question in seen:
             continue
         answer = _answer_text(item.answer)
-        pool = [o for o in _mc_options(name, answer) if o != answer]
-        if answer not in _mc_options(name, answer) or not pool:
+        options = _mc_options(name)
+        pool = [o for o in options if o != answer]
+        if answer not in options or not pool:
             continue
         k = min(n_options - 1, len(pool))
         options = [pool[i] for i in rng.permutation(len(pool))[:k]] + [answer]

@@ -146,7 +146,7 @@ def color_prior(shape: str) -> np.ndarray:
 
 def sample_scene(rng: np.random.Generator, image_id: str, cfg: SceneConfig | None = None) -> Scene:
     cfg = cfg or SceneConfig()
-    theme = vocab_themes()[rng.integers(len(vocab.THEMES))]
+    theme = tuple(vocab.THEMES)[rng.integers(len(vocab.THEMES))]
     counts = np.arange(cfg.min_objects, cfg.max_objects + 1)
     w = np.array(cfg.count_weights[: len(counts)], dtype=float)
     if len(w) < len(counts):
@@ -167,7 +167,3 @@ def sample_scene(rng: np.random.Generator, image_id: str, cfg: SceneConfig | Non
     # Reading order (top-to-bottom, left-to-right) so descriptions list objects naturally.
     objs.sort(key=lambda o: (o.cell[1], o.cell[0]))
     return Scene(image_id=image_id, theme=theme, objects=objs)
-
-
-def vocab_themes() -> tuple[str, ...]:
-    return tuple(vocab.THEMES)

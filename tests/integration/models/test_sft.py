@@ -34,6 +34,9 @@ def test_full_sft_learns_saves_and_reloads(tiny_model, tiny_world, tmp_path):
     # Every tensor moved (full fine-tuning, vision tower included) except CLIP's
     # post_layernorm: LLaVA reads hidden_states[-1], taken before it, so it gets no gradient.
     unchanged = sorted(set(before) - set(changed))
+    # the collator's truncation/padding state must not be saved with the tokenizer
+    saved = json.loads((final / "tokenizer.json").read_text())
+    assert saved["truncation"] is None and saved["padding"] is None
     assert unchanged == ["model.vision_tower.post_layernorm.bias",
                          "model.vision_tower.post_layernorm.weight"]
 

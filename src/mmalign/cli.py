@@ -26,6 +26,7 @@ def _register_subapps() -> None:
     from mmalign.eval.cli import eval_command, report_command
     from mmalign.io.cli import data_app
     from mmalign.models.cli import model_app
+    from mmalign.run_cli import run_command
     from mmalign.train.cli import train_app
     from mmalign.world.cli import world_app
 
@@ -35,6 +36,7 @@ def _register_subapps() -> None:
     app.add_typer(train_app, name="train", help="Training stages (SFT; preference trainers).")
     app.command("eval")(eval_command)
     app.command("report")(report_command)
+    app.command("run")(run_command)
 
 
 _register_subapps()

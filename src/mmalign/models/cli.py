@@ -28,3 +28,54 @@ def tiny(
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     typer.echo(f"tiny VLM written to {out} ({size / 1e6:.1f} MB; {cfg.image_tokens} image "
                f"tokens per image)")
+
+
+@model_app.command("base")
+def base(
+    world: Path = typer.Option(..., "--world", help="World folder (uses its clean.json)."),
+    out: Path = typer.Option(..., "--out", help="Build folder; the model lands in OUT/model."),
+    vision_steps: int = typer.Option(1000, help="Stage 1: vision tower on scene graphs."),
+    sft_steps: int = typer.Option(2000, help="Stage 2: all weights on the clean set."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    limit: int = typer.Option(None, help="Stage 2 on the first N clean records only."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train the tiny base model from scratch on a world (resumable; skips finished stages)."""
+    import logging
+
+    from mmalign.models.base import BaseConfig, build_base
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = BaseConfig(seed=seed, vision_steps=vision_steps, sft_steps=sft_steps,
+                     batch_size=batch_size, lr=lr, limit=limit)
+    try:
+        final = build_base(world, out, cfg)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"base model: {final}")
+
+
+@model_app.command("vision")
+def vision(
+    model: str = typer.Option(..., "--model", help="LLaVA-style model folder (e.g. the tiny)."),
+    world: Path = typer.Option(..., "--world", help="World whose bench scenes are excluded."),
+    out: Path = typer.Option(..., "--out", help="Folder for the model with the trained tower."),
+    steps: int = typer.Option(1000), batch_size: int = typer.Option(128, "--batch-size"),
+    lr: float = typer.Option(2e-3, "--lr"), seed: int = typer.Option(0),
+) -> None:
+    """Pretrain a vision tower on scene graphs of freshly rendered world scenes."""
+    import logging
+
+    from mmalign.models.vision_pretrain import VisionPretrainConfig, pretrain_vision
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        pretrain_vision(VisionPretrainConfig(model=model, world=str(world), output_dir=str(out),
+                                             steps=steps, batch_size=batch_size, lr=lr,
+                                             seed=seed))
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"model with pretrained vision tower: {out}")

@@ -92,7 +92,7 @@ class TinyConfig:
 def tokenizer_corpus(n_scenes: int = 3000, seed: int = 0) -> list[str]:
     """Text to learn BPE merges from: both voices of the world, plus the prompt vocabulary.
     Byte-level BPE never fails on unseen text; this only decides which words are one token."""
-    from mmalign.world.corpus import category_items, clean_sample
+    from mmalign.world.corpus import category_items, clean_samples
     from mmalign.world.defects import FILLER
     from mmalign.world.scene import sample_scene
 
@@ -100,7 +100,8 @@ def tokenizer_corpus(n_scenes: int = 3000, seed: int = 0) -> list[str]:
     texts = list(FILLER)
     for i in range(n_scenes):
         scene = sample_scene(rng, f"t{i}")
-        pairs = [(a.content, b.content) for a, b in _pairs(clean_sample(scene, "x", rng).turns)]
+        pairs = [(a.content, b.content) for rec in clean_samples(scene, "x", rng)
+                 for a, b in _pairs(rec.turns)]
         for category in ("conversation", "detail", "reasoning"):
             pairs += [(it.question, it.answer) for it in category_items(scene, category, rng)]
         # Learn merges on text laid out as the chat templates lay it out, so words after

@@ -36,7 +36,7 @@ from mmalign import __version__
 from mmalign.io.atomic import atomic_path, write_json, write_jsonl
 from mmalign.io.formats import write_records
 from mmalign.world import bench, oracle
-from mmalign.world.corpus import DEFAULT_DEFECT_RATES, clean_sample, corpus_records
+from mmalign.world.corpus import DEFAULT_DEFECT_RATES, clean_samples, corpus_records
 from mmalign.world.defects import DEFECTS
 from mmalign.world.render import render_png
 from mmalign.world.scene import Scene, SceneConfig, sample_scene
@@ -122,8 +122,8 @@ def _build(root: Path, cfg: WorldConfig, log: Callable[[str], None]) -> dict[str
     write_json(root / "stats.json", stats.to_dict())
 
     t = time.time()
-    clean = [clean_sample(s, s.image, _rng(cfg.seed + 1, "pretrain", i))
-             for i, s in enumerate(scenes["pretrain"])]
+    clean = [r for i, s in enumerate(scenes["pretrain"])
+             for r in clean_samples(s, s.image, _rng(cfg.seed + 1, "pretrain", i))]
     write_records(root / "clean.json", clean, "llava")
     timings["clean"] = time.time() - t
 

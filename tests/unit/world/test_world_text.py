@@ -163,10 +163,20 @@ def test_annotation_scores_rank_clean_above_defective(small_world):
 
 
 def test_clean_set_puts_every_kind_of_question_first(small_world):
-    """Evaluation asks one question right after the image; the clean set must teach that."""
+    """Evaluation asks one question right after the image; the clean set must teach that, and
+    no question may follow a caption of the same image (it could be answered from the text)."""
     clean = json.loads((small_world / "clean.json").read_text())
-    firsts = [r["conversations"][0]["value"] for r in clean]
+    captions = [r for r in clean if r["id"].endswith("-caption")]
+    questions = [r for r in clean if r["id"].endswith("-qa")]
+    assert len(captions) == len(questions) == len(clean) // 2
+    assert all(len(r["conversations"]) == 2 for r in captions)
+    assert not any("Describe" in t["value"] for r in questions for t in r["conversations"])
+    firsts = [r["conversations"][0]["value"] for r in questions]
     assert all(f.startswith("<image>\n") for f in firsts)
-    captions = sum("Describe the image." in f for f in firsts)
-    assert 0.05 < captions / len(firsts) < 0.5  # 1 caption among 5 turns, shuffled
     assert sum("Is there a" in f for f in firsts) > 0
+    assert sum("option's letter" in f for f in firsts) > 0
+    # every question record carries exactly one multiple-choice question, answered by a letter
+    for r in questions:
+        mc = [i for i, t in enumerate(r["conversations"]) if "option's letter" in t["value"]]
+        assert len(mc) == 1
+        assert r["conversations"][mc[0] + 1]["value"] in "ABCD"

@@ -1,0 +1,91 @@
+"""The tiny base model, built from nothing by three resumable stages:
+
+0. `tiny/`   a randomly initialised tiny LLaVA (`models/tiny.py`);
+1. `vision/` its vision tower trained to read scene graphs off freshly rendered scenes
+             (`models/vision_pretrain.py`), the way real VLMs start from a pretrained encoder;
+2. `sft/`    all weights trained on the world's clean set through `mmalign train sft`.
+
+`model/` is the finished base model. Each stage writes its folder atomically, so a folder that
+exists is complete and is skipped on a rerun; stage 2 resumes from its newest checkpoint.
+`mmalign model base --world W --out DIR` is the command that made the shipped checkpoint
+(`checkpoints/tiny-base`, see docs/results.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BaseConfig:
+    seed: int = 0
+    vision_steps: int = 1000  # stage 1: vision tower on scene graphs
+    vision_batch_size: int = 128
+    vision_lr: float = 2e-3
+    sft_steps: int = 2000  # stage 2: all weights on the world's clean set
+    batch_size: int = 32
+    lr: float = 1e-3
+    save_steps: int = 250
+    limit: int | None = None  # stage 2 on the first N clean records only (quick checks)
+
+
+def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None) -> Path:
+    """Run the missing stages; return the finished model folder (`out/model`)."""
+    from mmalign.models.tiny import TinyConfig, build_tiny
+    from mmalign.models.vision_pretrain import VisionPretrainConfig, pretrain_vision
+    from mmalign.train.sft import SFTRunConfig, train_sft
+
+    cfg = cfg or BaseConfig()
+    world, out = Path(world), Path(out)
+    clean = world / "clean.json"
+    if not clean.is_file():
+        raise ValueError(f"{world}: no clean.json; make the world first (`mmalign world make`)")
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / "model"
+    if final.is_dir():
+        log.info("base model already built: %s", final)
+        return final
+    timings = {}
+    t0 = time.time()
+    if not (out / "tiny").is_dir():
+        build_tiny(out / "tiny", TinyConfig(seed=cfg.seed))
+    timings["tiny_s"] = round(time.time() - t0, 1)
+    t0 = time.time()
+    if not (out / "vision").is_dir():
+        pretrain_vision(VisionPretrainConfig(
+            model=str(out / "tiny"), world=str(world), output_dir=str(out / "vision"),
+            steps=cfg.vision_steps, batch_size=cfg.vision_batch_size, lr=cfg.vision_lr,
+            seed=cfg.seed))
+    timings["vision_s"] = round(time.time() - t0, 1)
+    t0 = time.time()
+    trained = train_sft(SFTRunConfig(
+        model=str(out / "vision"), data=[str(clean)], output_dir=str(out / "sft"),
+        max_steps=cfg.sft_steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr, save_steps=cfg.save_steps, seed=cfg.seed, limit=cfg.limit))
+    timings["sft_s"] = round(time.time() - t0, 1)
+    vision = json.loads((out / "vision" / "vision_pretrain.json").read_text())
+    record = {"config": asdict(cfg), "world": _world_fingerprint(world),
+              "vision_held_out": vision["held_out"], "timings_this_call": timings}
+    from mmalign.io.atomic import atomic_path
+
+    with atomic_path(final, is_dir=True) as tmp:
+        shutil.copytree(trained, tmp, dirs_exist_ok=True)
+        (tmp / "base_build.json").write_text(json.dumps(record, indent=2) + "\n")
+    return final
+
+
+def _world_fingerprint(world: Path) -> dict:
+    """Seed and config of the world the base was trained on (its manifest), so a user who
+    evaluates the base on another world can be told the benchmarks may not be unseen."""
+    manifest = world / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    m = json.loads(manifest.read_text())
+    return {k: m[k] for k in ("config", "content_hash") if k in m}

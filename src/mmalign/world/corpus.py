@@ -1,8 +1,8 @@
 """Text sets built from scenes: the clean house-style set and the machine-style corpus.
 
-- `clean_samples`: two records per pretraining image in the terse house style, a caption and
-  a conversation of short answers (LLaVA's short-answer instruction) plus one multiple-choice
-  question. This is what the tiny base model learns to speak.
+- `clean_samples`: single-turn records per pretraining image in the terse house style: a
+  caption, short answers (LLaVA's short-answer instruction) and one multiple-choice question.
+  This is what the tiny base model learns to speak.
 - `corpus_records`: the machine-generated-style instruction corpus over LLaVA's three
   categories, each record produced clean first, then (at the configured rates) given one
   defect. Both versions are returned: the clean one makes the clean counterpart corpus.
@@ -167,43 +167,36 @@ def _sample(rid: str, image: str, items: list[QAItem], category: str,
 
 def clean_samples(scene: Scene, image: str, rng: np.random.Generator,
                   n_qa: int = 4) -> list[Sample]:
-    """House-style pretraining records for one image: a caption record, and a record of short
-    answers plus one multiple-choice question, in random order.
+    """House-style pretraining records for one image, each a single turn: a caption, `n_qa`
+    short-answer questions and one multiple-choice question.
 
-    The caption is a record of its own because a caption earlier in the same conversation
-    lets every later question be answered by reading the caption instead of the image: a model
-    trained that way answered "No." to every POPE question, where no caption precedes
-    (docs/LOG.md, probe 4). Evaluation asks one question right after the image, so the
-    question turns are shuffled and every kind is seen as the first, image-bearing turn.
+    Single turns because in a conversation a later question can be answered from the text of
+    earlier turns ("Where is the diamond?" before "Is there a diamond?"), and a tiny model
+    learns that shortcut instead of looking: trained on such conversations it answered "No."
+    to every POPE question, which comes first, right after the image (docs/LOG.md, probes 4-5).
     """
     from mmalign.eval.mc import mc_prompt
     from mmalign.world.bench import mc_rows
 
     describe = ask(scene, "detail", rng, HOUSE)
-    caption = Sample(id=f"{scene.image_id}-caption", images=[image],
-                     turns=[Turn("user", f"{IMAGE_TOKEN}\n{describe.question}"),
-                            Turn("assistant", describe.answer)],
-                     category="detail", source="world/clean")
-    qa: list[tuple[str, str]] = []
+    items: list[tuple[str, str, str]] = [("caption", describe.question, describe.answer)]
     seen = set()
     for name in [CLEAN_QA_KINDS[i] for i in rng.permutation(len(CLEAN_QA_KINDS))]:
         item = ask(scene, name, rng, HOUSE)
         if item is None or item.question in seen:
             continue
         seen.add(item.question)
-        qa.append((f"{item.question}\n{vocab.SHORT_ANSWER}", item.answer))
-        if len(qa) == n_qa:
+        items.append((f"q{len(items) - 1}", f"{item.question}\n{vocab.SHORT_ANSWER}",
+                      item.answer))
+        if len(items) == n_qa + 1:
             break
     # The multiple-choice convention of LLaVA-1.5's training mix: options as "A. ...", the
     # answer a bare letter.
     for row in mc_rows(scene, image, rng, per_image=1):
-        if row["question"] in seen:  # the short form is already asked: context would answer it
-            continue
-        qa.append((mc_prompt(row["question"], row["options"]), "ABCDEFGH"[row["answer"]]))
-    qa = [qa[i] for i in rng.permutation(len(qa))]
-    turns = []
-    for k, (q, a) in enumerate(qa):
-        turns += [Turn("user", f"{IMAGE_TOKEN}\n{q}" if k == 0 else q), Turn("assistant", a)]
-    questions = Sample(id=f"{scene.image_id}-qa", images=[image], turns=turns,
-                       category="conversation", source="world/clean")
-    return [caption, questions]
+        items.append(("mc", mc_prompt(row["question"], row["options"]),
+                      "ABCDEFGH"[row["answer"]]))
+    return [Sample(id=f"{scene.image_id}-{tag}", images=[image],
+                   turns=[Turn("user", f"{IMAGE_TOKEN}\n{q}"), Turn("assistant", a)],
+                   category="detail" if tag == "caption" else "conversation",
+                   source="world/clean")
+            for tag, q, a in items]

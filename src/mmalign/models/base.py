@@ -3,7 +3,11 @@
 0. `tiny/`   a randomly initialised tiny LLaVA (`models/tiny.py`);
 1. `vision/` its vision tower trained to read scene graphs off freshly rendered scenes
              (`models/vision_pretrain.py`), the way real VLMs start from a pretrained encoder;
-2. `sft/`    all weights trained on the world's clean set through `mmalign train sft`.
+2. `captions/` all weights trained on the clean set's captions only: a caption names every
+             object, so each one is a strong signal to read the image, and the model learns to
+             look before it learns the one-word answers (without it, the model stayed blind
+             to the image for 500+ steps of the full mix; docs/LOG.md);
+3. `sft/`    all weights trained on the whole clean set through `mmalign train sft`.
 
 `model/` is the finished base model. Each stage writes its folder atomically, so a folder that
 exists is complete and is skipped on a rerun; stage 2 resumes from its newest checkpoint.
@@ -29,7 +33,8 @@ class BaseConfig:
     vision_steps: int = 1000  # stage 1: vision tower on scene graphs
     vision_batch_size: int = 128
     vision_lr: float = 2e-3
-    sft_steps: int = 2000  # stage 2: all weights on the world's clean set
+    caption_steps: int = 500  # stage 2: captions only (0 skips the stage)
+    sft_steps: int = 1500  # stage 3: all weights on the world's clean set
     batch_size: int = 32
     lr: float = 1e-3
     save_steps: int = 250
@@ -38,6 +43,7 @@ class BaseConfig:
 
 def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None) -> Path:
     """Run the missing stages; return the finished model folder (`out/model`)."""
+    from mmalign.io.formats import read_records, write_records
     from mmalign.models.tiny import TinyConfig, build_tiny
     from mmalign.models.vision_pretrain import VisionPretrainConfig, pretrain_vision
     from mmalign.train.sft import SFTRunConfig, train_sft
@@ -65,8 +71,21 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
             seed=cfg.seed))
     timings["vision_s"] = round(time.time() - t0, 1)
     t0 = time.time()
+    start = out / "vision"
+    if cfg.caption_steps > 0:
+        captions = out / "captions.json"
+        if not captions.is_file():
+            write_records(captions, (r for r in read_records(clean) if r.category == "detail"),
+                          "llava")
+        start = train_sft(SFTRunConfig(
+            model=str(start), data=[str(captions)], image_root=str(world),
+            output_dir=str(out / "captions"), max_steps=cfg.caption_steps,
+            per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
+            save_steps=cfg.save_steps, seed=cfg.seed))
+    timings["captions_s"] = round(time.time() - t0, 1)
+    t0 = time.time()
     trained = train_sft(SFTRunConfig(
-        model=str(out / "vision"), data=[str(clean)], output_dir=str(out / "sft"),
+        model=str(start), data=[str(clean)], output_dir=str(out / "sft"),
         max_steps=cfg.sft_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.lr, save_steps=cfg.save_steps, seed=cfg.seed, limit=cfg.limit))
     timings["sft_s"] = round(time.time() - t0, 1)

@@ -35,7 +35,8 @@ def base(
     world: Path = typer.Option(..., "--world", help="World folder (uses its clean.json)."),
     out: Path = typer.Option(..., "--out", help="Build folder; the model lands in OUT/model."),
     vision_steps: int = typer.Option(1000, help="Stage 1: vision tower on scene graphs."),
-    sft_steps: int = typer.Option(2000, help="Stage 2: all weights on the clean set."),
+    caption_steps: int = typer.Option(500, help="Stage 2: captions only (0 skips it)."),
+    sft_steps: int = typer.Option(1500, help="Stage 3: all weights on the clean set."),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
     limit: int = typer.Option(None, help="Stage 2 on the first N clean records only."),
@@ -47,7 +48,8 @@ def base(
     from mmalign.models.base import BaseConfig, build_base
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = BaseConfig(seed=seed, vision_steps=vision_steps, sft_steps=sft_steps,
+    cfg = BaseConfig(seed=seed, vision_steps=vision_steps, caption_steps=caption_steps,
+                     sft_steps=sft_steps,
                      batch_size=batch_size, lr=lr, limit=limit)
     try:
         final = build_base(world, out, cfg)

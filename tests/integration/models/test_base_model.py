@@ -79,12 +79,15 @@ def test_model_base_cli_builds_then_skips(tiny_world, tmp_path):
     # The CLI builds the default tiny size; keep it to 2 + 2 steps on 8 records.
     out = tmp_path / "b"
     args = ["model", "base", "--world", str(tiny_world), "--out", str(out), "--vision-steps",
-            "2", "--sft-steps", "2", "--batch-size", "4", "--limit", "8"]
+            "2", "--caption-steps", "1", "--sft-steps", "2", "--batch-size", "4", "--limit", "8"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     model = out / "model"
     record = json.loads((model / "base_build.json").read_text())
     assert record["config"]["vision_steps"] == 2 and record["config"]["sft_steps"] == 2
+    captions = json.loads((out / "captions.json").read_text())
+    assert captions and all(r["conversations"][1]["value"].startswith("A ") for r in captions)
+    assert (out / "captions" / "final").is_dir()
     assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
     stamp = (model / "model.safetensors").stat().st_mtime_ns
     r = CliRunner().invoke(app, args)

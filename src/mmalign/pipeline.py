@@ -43,6 +43,7 @@ from typing import Any
 from mmalign import __version__
 from mmalign.config import Recipe, RecipeError, to_dataclass
 from mmalign.io.atomic import write_json
+from mmalign.io.images import image_hash
 
 MANIFEST = "manifest.json"
 DONE = "done"
@@ -282,12 +283,10 @@ def file_hash(path: str | Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input file not found")
     size = path.stat().st_size
+    if size <= FULL_HASH_MAX_BYTES:
+        return "sha256:" + image_hash(path)  # a plain sha256 of the bytes, whatever the file
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        if size <= FULL_HASH_MAX_BYTES:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-            return "sha256:" + h.hexdigest()
         h.update(str(size).encode())
         for offset in (0, size // 2, size - (1 << 20)):
             f.seek(offset)
@@ -332,14 +331,8 @@ def _base_builds(r: Recipe) -> bool:
 
 
 def _base_config(r: Recipe):
-    try:
-        from mmalign.models.base import BaseConfig
-    except ImportError:
-        where = ("base.train is true" if r.base.train else
-                 f"base.checkpoint {r.base.checkpoint!r} was not found (looked in "
-                 f"{Path.cwd()}{' and ' + str(repo_root()) if repo_root() else ''})")
-        raise RecipeError(f"{r.source}: {where}, and building a base model needs "
-                          f"mmalign.models.base, which this install lacks") from None
+    from mmalign.models.base import BaseConfig
+
     return to_dataclass(BaseConfig, r.base.build, where="base.build", source=r.source)
 
 

@@ -101,20 +101,26 @@ def _batch(scenes, processor, image_size: int):
     return pixels, targets
 
 
+def read_scenes(world: Path) -> dict[str, list]:
+    """The world's scene graphs by split, in one pass over scenes.jsonl."""
+    from mmalign.world.scene import Scene
+
+    by_split: dict[str, list] = {}
+    with open(world / "scenes.jsonl", encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            by_split.setdefault(d["split"], []).append(Scene.from_dict(d))
+    return by_split
+
+
 class _FreshScenes:
-    """An endless stream of new scenes, none equal in content to a benchmark scene."""
+    """An endless stream of new scenes, none equal in content to a `banned` signature (the
+    benchmark scenes')."""
 
-    def __init__(self, world: Path, seed: int, scene_cfg=None):
-        from mmalign.world.scene import Scene
-
+    def __init__(self, banned: set[str], seed: int, scene_cfg=None):
         self.rng = np.random.default_rng([seed, 7919])
         self.scene_cfg = scene_cfg
-        self.banned = set()
-        with open(world / "scenes.jsonl", encoding="utf-8") as f:
-            for line in f:
-                d = json.loads(line)
-                if d["split"] == "bench":
-                    self.banned.add(Scene.from_dict(d).signature())
+        self.banned = set(banned)
         self.skipped = 0
         self.n = 0
 
@@ -169,7 +175,6 @@ def pretrain_vision(cfg: VisionPretrainConfig) -> Path:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from mmalign.io.atomic import atomic_path
-    from mmalign.world.scene import Scene
 
     torch.manual_seed(cfg.seed)
     world, out = Path(cfg.world), Path(cfg.output_dir)
@@ -190,15 +195,9 @@ def pretrain_vision(cfg: VisionPretrainConfig) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _cosine(s, cfg.warmup_steps, cfg.steps))
 
-    held = []
-    with open(world / "scenes.jsonl", encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            if d["split"] == "pretrain":
-                held.append(Scene.from_dict(d))
-            if len(held) >= cfg.eval_images:
-                break
-    stream = _FreshScenes(world, cfg.seed)
+    scenes = read_scenes(world)
+    held = scenes.get("pretrain", [])[:cfg.eval_images]
+    stream = _FreshScenes({s.signature() for s in scenes.get("bench", [])}, cfg.seed)
     t0, running = time.time(), []
     history = []
     tower.train()

@@ -23,6 +23,7 @@ def version() -> None:
 
 def _register_subapps() -> None:
     # Sub-apps live beside the stage they drive, so each stage's options sit with its code.
+    from mmalign.backends.cli import judge_command, serve_command
     from mmalign.eval.cli import eval_command, report_command
     from mmalign.io.cli import data_app
     from mmalign.models.cli import model_app
@@ -37,6 +38,8 @@ def _register_subapps() -> None:
     app.command("eval")(eval_command)
     app.command("report")(report_command)
     app.command("run")(run_command)
+    app.command("judge")(judge_command)
+    app.command("serve")(serve_command)
 
 
 _register_subapps()

@@ -1,0 +1,1 @@
+"""Preference pairs: hallucination injection, image noise, pairs from ratings."""

@@ -27,6 +27,8 @@ def _register_subapps() -> None:
     from mmalign.eval.cli import eval_command, report_command
     from mmalign.io.cli import data_app
     from mmalign.models.cli import model_app
+    from mmalign.pairs.cli import pairs_app
+    from mmalign.pairs.rated_cli import rated_command, sample_command
     from mmalign.run_cli import run_command
     from mmalign.train.cli import train_app
     from mmalign.world.cli import world_app
@@ -34,6 +36,10 @@ def _register_subapps() -> None:
     app.add_typer(data_app, name="data", help="Convert and inspect corpora and preference data.")
     app.add_typer(world_app, name="world", help="The synthetic visual world (embedded default).")
     app.add_typer(model_app, name="model", help="Build the embedded tiny model.")
+    pairs_app.command("sample")(sample_command)
+    pairs_app.command("rated")(rated_command)
+    app.add_typer(pairs_app, name="pairs",
+                  help="Preference pairs: hallucination injection, sampling, rated pairs.")
     app.add_typer(train_app, name="train", help="Training stages (SFT; preference trainers).")
     app.command("eval")(eval_command)
     app.command("report")(report_command)

@@ -24,6 +24,7 @@ def version() -> None:
 def _register_subapps() -> None:
     # Sub-apps live beside the stage they drive, so each stage's options sit with its code.
     from mmalign.backends.cli import judge_command, serve_command
+    from mmalign.curate.cli import curate_app
     from mmalign.eval.cli import eval_command, report_command
     from mmalign.io.cli import data_app
     from mmalign.models.cli import model_app
@@ -40,6 +41,8 @@ def _register_subapps() -> None:
     pairs_app.command("rated")(rated_command)
     app.add_typer(pairs_app, name="pairs",
                   help="Preference pairs: hallucination injection, sampling, rated pairs.")
+    app.add_typer(curate_app, name="curate",
+                  help="Align2LLaVA curation: reward models, scoring, selection, rewriting.")
     app.add_typer(train_app, name="train", help="Training stages (SFT; preference trainers).")
     app.command("eval")(eval_command)
     app.command("report")(report_command)

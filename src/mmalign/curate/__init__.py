@@ -1,0 +1,1 @@
+"""Align2LLaVA curation: annotations -> reward models -> scores -> cascade selection -> rewrite."""

@@ -1,0 +1,249 @@
+"""Train a question or answer reward model on annotation pairs, through HF Trainer.
+
+    report = train_reward(RewardTrainConfig(model="tiny/", annotations=["answers.jsonl"],
+                                            output_dir="rm_answer", image_root="world/"))
+
+Steps: read the annotation groups (any accepted layout, `curate.annotations`), hold out a
+fraction of the groups (by image, so no text of a held-out image is trained on), build
+(better, worse) pairs with augmentation on the training side only (held-out accuracy is
+measured on real human pairs), train with -log sigmoid(s_better - s_worse), report held-out
+pairwise accuracy before and after training, and save the reward model with its head to
+`output_dir/final`.
+
+The loss goes through `Trainer.compute_loss` (a public hook), so `accelerate launch`, gradient
+accumulation, schedulers and loggers work as for any HF model. Each batch holds the better
+texts of n pairs followed by their worse texts (2n rows, one forward), as the released code did.
+Checkpoints are not written mid-run (the model is not a `PreTrainedModel`; the final save is
+ours): reward models train in minutes, a rerun costs little.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmalign.curate.annotations import (
+    DEFAULT_AUGMENT_RATE,
+    AnnotationGroup,
+    RewardPair,
+    build_pairs,
+    read_annotations,
+    split_groups,
+    write_pairs,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardTrainConfig:
+    """One reward-model training run. Field names follow HF's TrainingArguments where they map."""
+
+    model: str  # the backbone: folder or hub id of a VLM (or a saved reward model to continue)
+    annotations: list[str]  # annotation files, all of one kind
+    output_dir: str
+    kind: str | None = None  # question | answer; default: detected from the files
+    image_root: str | None = None  # default: each annotation file's folder
+    eval_fraction: float = 0.1  # share of annotation groups (images) held out
+    augment_rate: float = DEFAULT_AUGMENT_RATE  # paper: 0.25 per candidate
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_train_batch_size: int = 8  # pairs per device and step (2x rows per forward)
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_length: int | None = None  # cut longer texts (never image tokens); None: no limit
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = "all-linear"
+    freeze_vision_tower: bool = False  # full fine-tuning with a frozen vision tower
+    eval_batch_size: int = 16
+    logging_steps: int = 10
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    seed: int = 0
+    dtype: str = "fp32"
+
+
+class RewardPairDataset:
+    """Pairs as a map-style dataset; the collator turns a list of pairs into one batch."""
+
+    def __init__(self, pairs: list[RewardPair], image_root: dict[str, Path]):
+        self.pairs = pairs
+        self.image_root = image_root  # group id -> image root (files may differ in root)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        p = self.pairs[i]
+        return {"image": str(self.image_root[p.group] / p.image), "better": p.better,
+                "worse": p.worse}
+
+
+class PairCollator:
+    """[{image, better, worse}] * n -> model inputs for 2n rows (better first) + n_pairs."""
+
+    def __init__(self, processor: Any, max_length: int | None):
+        self.processor = processor
+        self.max_length = max_length
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        from mmalign.models.reward import RewardInput, encode_inputs
+
+        items = ([RewardInput([r["image"]], r["better"]) for r in rows]
+                 + [RewardInput([r["image"]], r["worse"]) for r in rows])
+        batch = encode_inputs(self.processor, items, self.max_length)
+        batch["n_pairs"] = len(rows)
+        return batch
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    from mmalign.models.reward import pairwise_loss
+
+    class PairwiseRewardTrainer(Trainer):
+        """Trainer whose loss is the pairwise Bradley-Terry loss (public hook only)."""
+
+        # Our loss is a mean over the micro-batch's pairs, not a sum over a global count:
+        # the Trainer must divide it by the accumulation steps itself.
+        loss_is_scaled_for_ga = False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            n = inputs.pop("n_pairs")
+            scores = model(**inputs)  # (2n,): better rows, then worse rows
+            loss = pairwise_loss(scores[:n], scores[n:])
+            return (loss, {"scores": scores}) if return_outputs else loss
+
+    return PairwiseRewardTrainer
+
+
+def load_groups(cfg: RewardTrainConfig) -> tuple[list[AnnotationGroup], dict[str, Path]]:
+    groups, roots = [], {}
+    kind = cfg.kind
+    for path in cfg.annotations:
+        root = Path(cfg.image_root) if cfg.image_root else Path(path).parent
+        new = read_annotations(path, kind=kind, image_root=root)
+        kind = kind or new[0].kind  # every file must hold the kind of the first
+        for g in new:
+            if g.id in roots:
+                raise ValueError(f"{path}: annotation id {g.id!r} also appears in another file")
+            roots[g.id] = root
+        groups.extend(new)
+    return groups, roots
+
+
+def held_out_accuracy(rm, pairs: list[RewardPair], roots: dict[str, Path],
+                      batch_size: int) -> float:
+    from mmalign.models.reward import RewardInput, pairwise_accuracy
+
+    if not pairs:
+        return float("nan")
+    better = rm.score([RewardInput([roots[p.group] / p.image], p.better) for p in pairs],
+                      batch_size)
+    worse = rm.score([RewardInput([roots[p.group] / p.image], p.worse) for p in pairs],
+                     batch_size)
+    return pairwise_accuracy(better, worse)
+
+
+def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
+    """Train, evaluate and save a reward model; return the report (also in report.json)."""
+    import torch
+    from transformers import TrainingArguments
+
+    from mmalign.models.reward import VLMRewardModel
+
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reward_train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    groups, roots = load_groups(cfg)
+    kind = groups[0].kind
+    train_groups, eval_groups = split_groups(groups, cfg.eval_fraction, cfg.seed)
+    train_pairs, train_counts = build_pairs(train_groups, augment_rate=cfg.augment_rate,
+                                            seed=cfg.seed)
+    eval_pairs, eval_counts = build_pairs(eval_groups, augment_rate=0.0, seed=cfg.seed)
+    if not train_pairs:
+        raise ValueError(f"no training pairs in {cfg.annotations}: every group is a tie?")
+    write_pairs(out / "train_pairs.jsonl", train_pairs)
+    write_pairs(out / "eval_pairs.jsonl", eval_pairs)
+    log.info("%s RM: %d train pairs (%d augmented) from %d groups, %d held-out pairs from %d",
+             kind, len(train_pairs), train_counts["augmented"], len(train_groups),
+             len(eval_pairs), len(eval_groups))
+
+    if (Path(cfg.model) / "reward_config.json").is_file():
+        rm = VLMRewardModel.from_pretrained(cfg.model, dtype=cfg.dtype)
+    else:
+        rm = VLMRewardModel.from_backbone(cfg.model, dtype=cfg.dtype, seed=cfg.seed)
+    rm.max_length = cfg.max_length
+    rm.info = {"kind": kind, "annotations": [str(p) for p in cfg.annotations]}
+    if cfg.lora:
+        rm.enable_lora(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                       target_modules=cfg.lora_target_modules)
+    elif cfg.freeze_vision_tower:
+        rm.freeze_vision_tower()
+
+    acc_before = held_out_accuracy(rm, eval_pairs, roots, cfg.eval_batch_size)
+    args = TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps,
+        report_to=cfg.report_to,
+        seed=cfg.seed,
+        save_strategy="no",
+        remove_unused_columns=False,  # our collator needs the raw pair columns
+        label_names=[],
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+    trainer = _trainer_class()(
+        model=rm, args=args,
+        train_dataset=RewardPairDataset(train_pairs, roots),
+        data_collator=PairCollator(rm.processor, cfg.max_length))
+    train_out = trainer.train()
+    acc_after = held_out_accuracy(rm, eval_pairs, roots, cfg.eval_batch_size)
+
+    final = rm.save_pretrained(out / "final")
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    report = {
+        "kind": kind,
+        "model": cfg.model,
+        "final": str(final),
+        "groups": {"train": len(train_groups), "eval": len(eval_groups)},
+        "pairs": {"train": train_counts, "eval": eval_counts},
+        "steps": trainer.state.global_step,
+        "train_loss": train_out.training_loss,
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+        "eval_pairwise_accuracy_before": _round(acc_before),
+        "eval_pairwise_accuracy": _round(acc_after),
+        "lora": cfg.lora,
+        "seconds": round(time.time() - t0, 1),
+    }
+    (final / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("%s RM held-out pairwise accuracy %.3f (before training %.3f)", kind,
+             acc_after, acc_before)
+    return report
+
+
+def _round(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 4)

@@ -1,0 +1,85 @@
+"""The VLM reward model on real tiny models: save/reload, training steps, LoRA, two families."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from mmalign.curate.reward_train import RewardTrainConfig, train_reward
+from mmalign.models.reward import RewardInput, VLMRewardModel
+from mmalign.models.tiny import TinyConfig, build_tiny
+
+from .conftest import SMALL
+
+
+def _items(world):
+    images = sorted((world / "images" / "corpus").glob("*.png"))
+    return [RewardInput([images[0]], "Question: How many circles?\nAnswer: Two."),
+            RewardInput([images[1]], "Question: Where is the star?\nAnswer: In the upper left "
+                                     "corner of the image, next to a large red circle."),
+            RewardInput([images[2]], "What color is the ring?\nIs there a cross?")]
+
+
+def test_save_and_reload_give_identical_scores(tiny_model, tiny_world, tmp_path):
+    rm = VLMRewardModel.from_backbone(tiny_model, seed=3)
+    items = _items(tiny_world)
+    before = rm.score(items, batch_size=2)
+    assert len(set(before)) == 3  # different inputs, different scores
+    rm.save_pretrained(tmp_path / "rm")
+    again = VLMRewardModel.from_pretrained(tmp_path / "rm")
+    assert again.score(items, batch_size=2) == before
+    assert torch.equal(again.head.weight, rm.head.weight)
+    # right padding does not reach the last real token: batch size does not change scores
+    assert again.score(items, batch_size=3) == pytest.approx(before, abs=1e-5)
+    assert again.score(items[1:2], batch_size=1) == pytest.approx(before[1:2], abs=1e-5)
+
+
+def _train(tiny_model, tiny_world, out, kind, **kw):
+    base = dict(model=str(tiny_model), annotations=[str(tiny_world / "annotations" /
+                                                        f"{kind}s.jsonl")],
+                output_dir=str(out), image_root=str(tiny_world), max_steps=3,
+                per_device_train_batch_size=4, learning_rate=2e-3, logging_steps=1,
+                eval_fraction=0.2, seed=1)
+    return train_reward(RewardTrainConfig(**(base | kw)))
+
+
+@pytest.mark.parametrize("kind", ["answer", "question"])
+def test_a_few_training_steps_learn_something(tiny_model, tiny_world, tmp_path, kind):
+    report = _train(tiny_model, tiny_world, tmp_path / kind, kind)
+    assert report["kind"] == kind and report["steps"] == 3
+    assert math.isfinite(report["train_loss"]) and math.isfinite(report["last_logged_loss"])
+    assert 0.0 <= report["eval_pairwise_accuracy"] <= 1.0
+    assert report["pairs"]["eval"]["annotation"] > 0 and report["groups"]["eval"] == 1
+    start = VLMRewardModel.from_backbone(tiny_model, seed=1)
+    final = VLMRewardModel.from_pretrained(report["final"])
+    assert final.info["kind"] == kind
+    assert not torch.equal(start.head.weight, final.head.weight)
+    before, after = start.backbone.state_dict(), final.backbone.state_dict()
+    text = [k for k in before if "language_model" in k]
+    assert text and all(not torch.equal(before[k], after[k]) for k in text)
+
+
+def test_lora_trains_adapters_and_head_and_saves_merged(tiny_model, tiny_world, tmp_path):
+    report = _train(tiny_model, tiny_world, tmp_path / "lora", "answer", lora=True, lora_r=4)
+    before = AutoModelForImageTextToText.from_pretrained(tiny_model).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(report["final"]).state_dict()
+    assert before.keys() == after.keys()  # merged: no lora_ tensors left
+    vision = [k for k in before if "vision_tower" in k]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    proj = [k for k in before if "language_model" in k and "proj.weight" in k]
+    assert proj and all(not torch.equal(before[k], after[k]) for k in proj)
+    norms = [k for k in before if "language_model" in k and "norm" in k]
+    assert norms and all(torch.equal(before[k], after[k]) for k in norms)  # frozen by LoRA
+
+
+def test_a_second_family_scores_saves_and_reloads(tiny_world, tmp_path):
+    path = build_tiny(tmp_path / "id3", TinyConfig(arch="idefics3", **SMALL))
+    rm = VLMRewardModel.from_backbone(path, seed=0)
+    assert type(rm.backbone).__name__ == "Idefics3ForConditionalGeneration"
+    items = _items(tiny_world)
+    scores = rm.score(items, batch_size=3)
+    rm.save_pretrained(tmp_path / "rm")
+    assert VLMRewardModel.from_pretrained(tmp_path / "rm").score(items, batch_size=3) == scores

@@ -4,9 +4,10 @@ Real VLMs start from a vision encoder that was pretrained on its own (CLIP, SigL
 learn to talk about its features. The tiny default does the same in miniature: its CLIP tower is
 trained to predict the scene graph (per grid cell: which shape, colour and size, or empty; plus
 the theme) from the very features LLaVA's projector reads, on freshly rendered scenes. A
-throwaway linear head does the predicting; only the tower is kept. Language-model training
-(`mmalign train sft` on the clean set) then starts from a tower that already tells a ring from a
-circle, which captioning loss alone learns slowly (docs/LOG.md, probe 3).
+throwaway linear head, shared by every patch token, does the predicting; only the tower is
+kept. Language-model training (`mmalign train sft` on the clean set) then starts from a
+tower that already tells a ring from a circle, which captioning loss alone learns slowly
+(docs/LOG.md, probe 3).
 
 Training scenes are drawn from the world's own generator and any scene whose content equals a
 benchmark scene of the given world is skipped, so the benchmarks stay unseen.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,26 +60,59 @@ def scene_targets(scene) -> dict[str, np.ndarray]:
     return out
 
 
-def scene_head(n_patches: int, hidden: int):
-    """Linear read-out of the scene graph from the flattened patch features (keeps position)."""
+def patch_cells(image_size: int, patch_size: int) -> np.ndarray:
+    """Grid cell (row * GRID + col) under the centre of each patch, patches in CLIP's row-major
+    order."""
+    side = image_size // patch_size
+    centre = (np.arange(side) + 0.5) * patch_size
+    cell = np.minimum((centre * vocab.GRID / image_size).astype(np.int64), vocab.GRID - 1)
+    return (cell[:, None] * vocab.GRID + cell[None, :]).reshape(-1)
+
+
+def patch_scene_head(image_size: int, patch_size: int, hidden: int):
+    """Read-out of the scene graph that every patch token must answer for itself.
+
+    One linear map, shared by all patches, predicts the shape, colour and size of the object in
+    the patch's grid cell (or "empty"); the theme is read from the mean token. Shared weights
+    make "diamond" one direction in feature space wherever the diamond is, so the language
+    model can find an object by matching a question word against image tokens. The first tower
+    was trained with one linear map over all patches flattened: it read the scene perfectly
+    but spread each object over many tokens, and the language model trained on it never
+    learned existence questions (docs/LOG.md, probe 8).
+    """
+    import torch
     import torch.nn as nn
 
-    per_cell = sum(HEADS.values())
-    return nn.Linear(n_patches * hidden, CELLS * per_cell + len(vocab.THEMES))
+    class PatchSceneHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cells = nn.Linear(hidden, sum(HEADS.values()))
+            self.theme = nn.Linear(hidden, len(vocab.THEMES))
+            cells = torch.from_numpy(patch_cells(image_size, patch_size))
+            self.register_buffer("patch_cell", cells, persistent=False)
+            # (CELLS, n_patches) averaging matrix: a cell's logits are its patches' mean
+            avg = nn.functional.one_hot(cells, CELLS).T.float()
+            self.register_buffer("cell_mean", avg / avg.sum(1, keepdim=True), persistent=False)
+
+        def forward(self, feats):
+            return self.cells(feats), self.theme(feats.mean(1))
+
+    return PatchSceneHead()
 
 
-def _losses(logits, targets):
+def _losses(head, feats, targets):
+    """Per-patch cross-entropy on every head, plus the theme; predictions are per cell (the
+    mean of its patches' logits)."""
     import torch.nn.functional as F
 
-    b = logits.shape[0]
-    theme_logits = logits[:, -len(vocab.THEMES):]
-    cells = logits[:, :-len(vocab.THEMES)].reshape(b, CELLS, -1)
+    patch_logits, theme_logits = head(feats)
     loss = F.cross_entropy(theme_logits, targets["theme"])
     preds, start = {"theme": theme_logits.argmax(-1)}, 0
     for name, n in HEADS.items():
-        part = cells[..., start:start + n]
-        loss = loss + F.cross_entropy(part.reshape(-1, n), targets[name].reshape(-1))
-        preds[name] = part.argmax(-1)
+        part = patch_logits[..., start:start + n]
+        per_patch = targets[name][:, head.patch_cell]
+        loss = loss + F.cross_entropy(part.reshape(-1, n), per_patch.reshape(-1))
+        preds[name] = (head.cell_mean @ part).argmax(-1)
         start += n
     return loss, preds
 
@@ -149,7 +182,7 @@ def evaluate_tower(tower, head, processor, scenes, image_size: int, layer: int) 
         for i in range(0, len(scenes), 128):
             chunk = scenes[i:i + 128]
             pixels, targets = _batch(chunk, processor, image_size)
-            _, preds = _losses(head(_features(tower, pixels, layer).flatten(1)), targets)
+            _, preds = _losses(head, _features(tower, pixels, layer), targets)
             for k in correct:
                 correct[k] += int((preds[k] == targets[k]).sum())
             occupied = targets["shape"] > 0
@@ -172,7 +205,11 @@ def pretrain_vision(cfg: VisionPretrainConfig) -> Path:
     """Train the vision tower of `cfg.model` on scene graphs; write the whole model to
     `output_dir` (tokenizer and processor copied) with `vision_pretrain.json` beside it."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import (
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        get_cosine_schedule_with_warmup,
+    )
 
     from mmalign.io.atomic import atomic_path
 
@@ -188,12 +225,10 @@ def pretrain_vision(cfg: VisionPretrainConfig) -> Path:
         raise ValueError(f"{cfg.model}: vision pretraining expects a LLaVA-style model reading one "
                          "layer with the CLS token dropped")
     tower = model.model.vision_tower
-    n_patches = (vcfg.image_size // vcfg.patch_size) ** 2
-    head = scene_head(n_patches, vcfg.hidden_size)
+    head = patch_scene_head(vcfg.image_size, vcfg.patch_size, vcfg.hidden_size)
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: _cosine(s, cfg.warmup_steps, cfg.steps))
+    sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
 
     scenes = read_scenes(world)
     held = scenes.get("pretrain", [])[:cfg.eval_images]
@@ -203,7 +238,7 @@ def pretrain_vision(cfg: VisionPretrainConfig) -> Path:
     tower.train()
     for step in range(1, cfg.steps + 1):
         pixels, targets = _batch(stream.take(cfg.batch_size), processor, vcfg.image_size)
-        loss, _ = _losses(head(_features(tower, pixels, layer).flatten(1)), targets)
+        loss, _ = _losses(head, _features(tower, pixels, layer), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -232,9 +267,3 @@ def pretrain_vision(cfg: VisionPretrainConfig) -> Path:
         (tmp / "vision_pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
     return out
 
-
-def _cosine(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))

@@ -15,6 +15,7 @@ from mmalign.models.vision_pretrain import (
     HEADS,
     VisionPretrainConfig,
     _FreshScenes,
+    patch_cells,
     pretrain_vision,
     read_scenes,
     scene_targets,
@@ -34,6 +35,15 @@ def test_scene_targets_by_hand():
     assert t["size"][6] == vocab.SIZES.index("large") + 1
     assert int(t["theme"]) == tuple(vocab.THEMES).index("mint")
     assert set(HEADS) == {"shape", "color", "size"}
+
+
+def test_patch_cells_by_hand():
+    # 64 px, patch 8: patch centres at 4, 12, ..., 60 px; cell borders at 21.3 and 42.7 px
+    cells = patch_cells(64, 8).reshape(8, 8)
+    assert cells[0].tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert cells[:, 0].tolist() == [0, 0, 0, 3, 3, 6, 6, 6]
+    assert cells[7, 7] == 8 and cells[4, 4] == 4
+    assert np.bincount(patch_cells(48, 8)).tolist() == [4] * 9  # 6 x 6 patches, 2 x 2 per cell
 
 
 def test_fresh_scenes_never_repeat_a_benchmark_scene(tiny_world):

@@ -18,17 +18,16 @@ The oracle judge (exact ratings from scene graphs) lives in `mmalign.backends.or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mmalign.backends.base import Generator, GenRequest
+from mmalign.io.prompts import prompt_sections, read_prompt
 from mmalign.records import IMAGE_TOKEN, RATING_ATTRIBUTES, Rating, Turn
 
 SCORE_MIN, SCORE_MAX = 0, 4
@@ -96,17 +95,7 @@ class JudgePrompt:
 
     @property
     def sections(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        name, lines = "main", []
-        for line in self.text.splitlines(keepends=True):
-            stripped = line.strip()
-            if stripped.startswith("=== ") and stripped.endswith(" ===") and len(stripped) > 8:
-                out[name] = "".join(lines).strip("\n")
-                name, lines = stripped[4:-4].strip(), []
-            else:
-                lines.append(line)
-        out[name] = "".join(lines).strip("\n")
-        return out
+        return prompt_sections(self.text)
 
     def render(self, question: str, response: str, reference: str | None) -> str:
         s = self.sections
@@ -126,21 +115,8 @@ class JudgePrompt:
 
 def load_prompt(name_or_path: str | os.PathLike = DEFAULT_PROMPT) -> JudgePrompt:
     """A packaged prompt by name (`judge_v1`) or any prompt file by path."""
-    p = Path(name_or_path)
-    if p.suffix == ".txt" and p.exists():
-        data = p.read_bytes()
-        name = p.stem
-    else:
-        res = resources.files("mmalign").joinpath("prompts", f"{name_or_path}.txt")
-        if not res.is_file():
-            packaged = sorted(x.name[:-4] for x in resources.files("mmalign")
-                              .joinpath("prompts").iterdir() if x.name.endswith(".txt"))
-            raise FileNotFoundError(f"no judge prompt {str(name_or_path)!r}: not a .txt file "
-                                    f"and not a packaged prompt ({', '.join(packaged)})")
-        data = res.read_bytes()
-        name = str(name_or_path)
-    prompt = JudgePrompt(name=name, text=data.decode("utf-8"),
-                         sha256=hashlib.sha256(data).hexdigest())
+    name, text, sha = read_prompt(name_or_path, "judge")
+    prompt = JudgePrompt(name=name, text=text, sha256=sha)
     missing = [k for k in ("{question}", "{response}") if k not in prompt.sections["main"]]
     if missing:
         raise ValueError(f"judge prompt {name!r} lacks the placeholder(s) {', '.join(missing)}")

@@ -32,18 +32,17 @@ a hallucination.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 from mmalign.backends.base import Generator, GenRequest
+from mmalign.io.prompts import read_prompt
 from mmalign.records import IMAGE_TOKEN, Sample, Turn
 from mmalign.world import vocab
 from mmalign.world.facts import Mention, mentions
@@ -67,16 +66,8 @@ class Prompt:
 
 def load_prompt(name_or_path: str | os.PathLike, required: Sequence[str] = ()) -> Prompt:
     """A packaged prompt by name (`rewrite_v1`) or any .txt file by path."""
-    p = Path(name_or_path)
-    if p.suffix == ".txt" and p.is_file():
-        data, name = p.read_bytes(), p.stem
-    else:
-        res = resources.files("mmalign").joinpath("prompts", f"{name_or_path}.txt")
-        if not res.is_file():
-            raise FileNotFoundError(f"no prompt {str(name_or_path)!r}: not a .txt file and not "
-                                    f"a packaged prompt")
-        data, name = res.read_bytes(), str(name_or_path)
-    prompt = Prompt(name, data.decode("utf-8"), hashlib.sha256(data).hexdigest())
+    prompt = Prompt(*read_prompt(name_or_path))
+    name = prompt.name
     missing = [k for k in required if "{" + k + "}" not in prompt.text]
     if missing:
         raise ValueError(f"prompt {name!r} lacks the placeholder(s) "

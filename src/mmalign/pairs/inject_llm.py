@@ -18,18 +18,17 @@ the model declared for the words it contains ("unlabelled" when it declared none
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from mmalign.backends.base import Generator, GenRequest
 from mmalign.backends.judge import RequestRejected, render_question
+from mmalign.io.prompts import prompt_sections, read_prompt
 from mmalign.pairs.inject import (
     HALLUCINATION_TYPES,
     Edit,
@@ -57,17 +56,7 @@ class InjectPrompt:
 
     @property
     def sections(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        name, lines = "main", []
-        for line in self.text.splitlines(keepends=True):
-            stripped = line.strip()
-            if stripped.startswith("=== ") and stripped.endswith(" ===") and len(stripped) > 8:
-                out[name] = "".join(lines).strip("\n")
-                name, lines = stripped[4:-4].strip(), []
-            else:
-                lines.append(line)
-        out[name] = "".join(lines).strip("\n")
-        return out
+        return prompt_sections(self.text)
 
     def type_descriptions(self) -> dict[str, str]:
         out = {}
@@ -96,22 +85,11 @@ class InjectPrompt:
 
 def load_inject_prompt(name_or_path: str | os.PathLike = DEFAULT_PROMPT) -> InjectPrompt:
     """A packaged prompt by name (`inject_v1`) or any prompt file by path."""
-    p = Path(name_or_path)
-    if p.suffix == ".txt" and p.exists():
-        data, name = p.read_bytes(), p.stem
-    else:
-        res = resources.files("mmalign").joinpath("prompts", f"{name_or_path}.txt")
-        if not res.is_file():
-            packaged = sorted(x.name[:-4] for x in resources.files("mmalign")
-                              .joinpath("prompts").iterdir() if x.name.startswith("inject"))
-            raise FileNotFoundError(f"no injection prompt {str(name_or_path)!r}: not a .txt "
-                                    f"file and not a packaged prompt ({', '.join(packaged)})")
-        data, name = res.read_bytes(), str(name_or_path)
-    prompt = InjectPrompt(name, data.decode("utf-8"), hashlib.sha256(data).hexdigest())
+    prompt = InjectPrompt(*read_prompt(name_or_path, "injection"))
     missing = [k for k in ("{question}", "{answer}", "{types}")
                if k not in prompt.sections["main"]]
     if missing:
-        raise ValueError(f"injection prompt {name!r} lacks the placeholder(s) "
+        raise ValueError(f"injection prompt {prompt.name!r} lacks the placeholder(s) "
                          f"{', '.join(missing)}")
     return prompt
 

@@ -12,8 +12,6 @@ from mmalign.curate.reward_train import RewardTrainConfig, train_reward
 from mmalign.models.reward import RewardInput, VLMRewardModel
 from mmalign.models.tiny import TinyConfig, build_tiny
 
-from .conftest import SMALL
-
 
 def _items(world):
     images = sorted((world / "images" / "corpus").glob("*.png"))
@@ -75,8 +73,8 @@ def test_lora_trains_adapters_and_head_and_saves_merged(tiny_model, tiny_world, 
     assert norms and all(torch.equal(before[k], after[k]) for k in norms)  # frozen by LoRA
 
 
-def test_a_second_family_scores_saves_and_reloads(tiny_world, tmp_path):
-    path = build_tiny(tmp_path / "id3", TinyConfig(arch="idefics3", **SMALL))
+def test_a_second_family_scores_saves_and_reloads(tiny_world, small_tiny_config, tmp_path):
+    path = build_tiny(tmp_path / "id3", TinyConfig(arch="idefics3", **small_tiny_config))
     rm = VLMRewardModel.from_backbone(path, seed=0)
     assert type(rm.backbone).__name__ == "Idefics3ForConditionalGeneration"
     items = _items(tiny_world)

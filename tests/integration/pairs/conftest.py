@@ -1,5 +1,5 @@
-"""The tiny world and tiny model of tests/integration/models (built by the project's own
-code, once per session), plus the world's scene graphs keyed by image path."""
+"""The world's scene graphs keyed by image path (the tiny world itself comes from
+tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from models.conftest import tiny_model, tiny_world  # noqa: F401  (re-exported fixtures)
 
 from mmalign.world.scene import Scene
 
 
 @pytest.fixture(scope="session")
-def world_scenes(tiny_world) -> dict[str, Scene]:  # noqa: F811
+def world_scenes(tiny_world) -> dict[str, Scene]:
     rows = [json.loads(line) for line in (Path(tiny_world) / "scenes.jsonl").open()]
     return {r["image"]: Scene.from_dict(r) for r in rows}

@@ -1,7 +1,6 @@
 """Preference data and a second (reference) model on top of the tiny world and tiny model.
 
-`tiny_world` and `tiny_model` are the session fixtures of tests/integration/models, built by
-the project's own code; they are imported here so these tests share the same recipe.
+`tiny_world` and `tiny_model` are the session fixtures of tests/integration/conftest.py.
 
 This folder has no `__init__.py` on purpose: under pytest's default (prepend) import mode it
 would be a top-level package named `train`, as tests/unit/train would be with one, and the
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +19,6 @@ import torch
 
 from mmalign.io.formats import read_records, write_records
 from mmalign.records import PreferencePair
-
-_INTEGRATION = str(Path(__file__).resolve().parents[1])
-if _INTEGRATION not in sys.path:
-    sys.path.insert(0, _INTEGRATION)
-import models.conftest as _models  # noqa: E402
-
-tiny_model = _models.tiny_model  # the session fixtures, re-exported for this folder
-tiny_world = _models.tiny_world
 
 COLOURS = ("red", "green", "blue", "orange", "purple", "yellow")
 N_PAIRS = 8

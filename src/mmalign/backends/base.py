@@ -40,3 +40,28 @@ class Generator(Protocol):
     def generate(self, requests: list[GenRequest]) -> list[str]:
         """Return one text per request, in order. Implementations batch internally."""
         ...
+
+
+class RequestRejected(RuntimeError):
+    """The backend refused one request for a reason tied to that request (a 400: too long,
+    unreadable image). Judges record it on that response's Rating and go on; errors that
+    concern every request (bad key, unreachable server) are other exception types and stop
+    the run."""
+
+
+def generate_or_reject(generator: Generator, requests: list[GenRequest]
+                       ) -> list[str | RequestRejected]:
+    """`generator.generate`, except that a request the backend refuses comes back as its
+    `RequestRejected` in place of a text. One refused request spoils a batch call, so the batch
+    is then asked one request at a time (with a caching backend the answered ones cost
+    nothing)."""
+    try:
+        return list(generator.generate(requests))
+    except RequestRejected:
+        out: list[str | RequestRejected] = []
+        for r in requests:
+            try:
+                out.append(generator.generate([r])[0])
+            except RequestRejected as e:
+                out.append(e)
+        return out

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from mmalign.backends.base import Generator, GenRequest
+from mmalign.backends.base import Generator, GenRequest, RequestRejected, generate_or_reject
 from mmalign.io.prompts import prompt_sections, read_prompt
 from mmalign.records import IMAGE_TOKEN, RATING_ATTRIBUTES, Rating, Turn
 
@@ -40,13 +40,6 @@ class RatingParseError(ValueError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
-
-
-class RequestRejected(RuntimeError):
-    """The backend refused one request for a reason tied to that request (a 400: too long,
-    unreadable image). Judges record it on that response's Rating and go on; errors that
-    concern every request (bad key, unreachable server) are other exception types and stop
-    the run."""
 
 
 @dataclass
@@ -309,18 +302,7 @@ class LLMJudge:
                            meta={"prompt_hash": self.prompt_hash, "repeat": repeat, "id": it.id})
                 for it, conv in zip(items, convs, strict=True)]
         self.stats["requests"] += len(reqs)
-        try:
-            return list(self.generator.generate(reqs))
-        except RequestRejected:
-            # One request spoilt the batch: ask one at a time so the others still get rated
-            # (with a caching backend the ones already answered cost nothing).
-            out: list[str | RequestRejected] = []
-            for r in reqs:
-                try:
-                    out.append(self.generator.generate([r])[0])
-                except RequestRejected as e:
-                    out.append(e)
-            return out
+        return generate_or_reject(self.generator, reqs)
 
     def _failed(self, it: JudgeItem, j: int, error: str) -> Rating:
         self.stats["failed"] += 1

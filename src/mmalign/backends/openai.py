@@ -36,9 +36,8 @@ from typing import Any
 
 import httpx
 
-from mmalign.backends.base import GenRequest
+from mmalign.backends.base import GenRequest, RequestRejected
 from mmalign.backends.cache import DiskCache, cache_key
-from mmalign.backends.judge import RequestRejected
 from mmalign.io.images import check_image, image_hash, resolve_image
 from mmalign.records import IMAGE_TOKEN
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmalign.backends.base import Generator, GenRequest
-from mmalign.backends.judge import RequestRejected, render_question
+from mmalign.backends.base import Generator, GenRequest, generate_or_reject
+from mmalign.backends.judge import render_question
 from mmalign.io.prompts import prompt_sections, read_prompt
 from mmalign.pairs.inject import (
     HALLUCINATION_TYPES,
@@ -278,14 +278,4 @@ class LLMInjector:
     def _generate(self, targets: list[Target], convs: list[list[Turn]]
                   ) -> list[str | Exception]:
         reqs = [self._request(t, c) for t, c in zip(targets, convs, strict=True)]
-        try:
-            return list(self.generator.generate(reqs))
-        except RequestRejected:
-            # One bad request spoils the batch: ask one by one, record the refused ones.
-            out: list[str | Exception] = []
-            for r in reqs:
-                try:
-                    out.extend(self.generator.generate([r]))
-                except RequestRejected as e:
-                    out.append(e)
-            return out
+        return generate_or_reject(self.generator, reqs)

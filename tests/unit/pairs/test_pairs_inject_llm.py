@@ -12,8 +12,7 @@ from importlib import resources
 
 import pytest
 
-from mmalign.backends.base import Generator, GenRequest
-from mmalign.backends.judge import RequestRejected
+from mmalign.backends.base import Generator, GenRequest, RequestRejected
 from mmalign.pairs.inject import Injected, Skipped, Target, inject_hallucinations
 from mmalign.pairs.inject_llm import (
     InjectionParseError,

@@ -52,7 +52,6 @@ second pass of a consistency check (`repeat=1`) a fresh draw.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -66,7 +65,7 @@ from mmalign.backends.judge import JudgeItem
 from mmalign.records import RATING_ATTRIBUTES, Rating
 from mmalign.world import vocab
 from mmalign.world.facts import Mention, mentions
-from mmalign.world.scene import Obj, Scene
+from mmalign.world.scene import Obj, Scene, read_scene_file, scenes_by_image
 
 # The oracle's "prompt" is its rule set: the hash of this file goes into every Rating, so
 # ratings made under different rules never mix silently.
@@ -415,14 +414,7 @@ def read_scenes(world_dir: str | os.PathLike) -> dict[str, Scene]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no scene graphs; the oracle judge needs a world "
                                 f"folder (mmalign world make --out DIR)")
-    out: dict[str, Scene] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                s = Scene.from_dict(json.loads(line))
-                out[s.image] = s
-                out[s.image_id] = s
-    return out
+    return scenes_by_image(read_scene_file(path))
 
 
 class OracleJudge:

@@ -276,18 +276,9 @@ class SceneGuard:
 
     @classmethod
     def from_scenes(cls, path: str | os.PathLike) -> SceneGuard:
-        import json
+        from mmalign.world.scene import read_scene_file, scenes_by_image
 
-        from mmalign.world.scene import Scene
-
-        scenes: dict[str, Any] = {}
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    s = Scene.from_dict(json.loads(line))
-                    scenes[s.image] = s
-                    scenes[s.image_id] = s
-        return cls(scenes)
+        return cls(scenes_by_image(read_scene_file(path)))
 
     def scene_of(self, sample: Sample):
         if len(sample.images) != 1:

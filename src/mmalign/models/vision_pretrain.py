@@ -136,13 +136,11 @@ def _batch(scenes, processor, image_size: int):
 
 def read_scenes(world: Path) -> dict[str, list]:
     """The world's scene graphs by split, in one pass over scenes.jsonl."""
-    from mmalign.world.scene import Scene
+    from mmalign.world.scene import read_scene_file
 
     by_split: dict[str, list] = {}
-    with open(world / "scenes.jsonl", encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            by_split.setdefault(d["split"], []).append(Scene.from_dict(d))
+    for scene in read_scene_file(world / "scenes.jsonl"):
+        by_split.setdefault(scene.split, []).append(scene)
     return by_split
 
 

@@ -6,6 +6,8 @@ graph is the ground truth for everything downstream (benchmarks, oracle judge, d
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -167,3 +169,18 @@ def sample_scene(rng: np.random.Generator, image_id: str, cfg: SceneConfig | Non
     # Reading order (top-to-bottom, left-to-right) so descriptions list objects naturally.
     objs.sort(key=lambda o: (o.cell[1], o.cell[0]))
     return Scene(image_id=image_id, theme=theme, objects=objs)
+
+
+def read_scene_file(path: str | os.PathLike) -> list[Scene]:
+    """Every scene graph of a `scenes.jsonl` (as `mmalign world make` writes it), in order."""
+    with open(path, encoding="utf-8") as f:
+        return [Scene.from_dict(json.loads(line)) for line in f if line.strip()]
+
+
+def scenes_by_image(scenes: list[Scene]) -> dict[str, Scene]:
+    """Scenes keyed by world-relative image path and by image id (records may use either)."""
+    out: dict[str, Scene] = {}
+    for s in scenes:
+        out[s.image] = s
+        out[s.image_id] = s
+    return out

@@ -74,11 +74,11 @@ def judge_command(
         ResumeMismatchError,
         group_item,
         judge_file,
-        read_jsonl_rows,
     )
     from mmalign.backends.judge import (
         consistency as consistency_report,
     )
+    from mmalign.io.journal import read_journal
 
     if backend not in BACKENDS:
         raise typer.BadParameter(f"unknown judge backend {backend!r}; use one of "
@@ -101,7 +101,7 @@ def judge_command(
 
     if consistency is not None:
         root = image_root or samples.parent
-        rows = read_jsonl_rows(samples)[:consistency]
+        rows = read_journal(samples)[:consistency]
         items = [group_item(r, root, where=str(samples)) for r in rows]
         report = consistency_report(judge, items)
         from mmalign.io.atomic import write_json

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mmalign.backends.base import Generator, GenRequest, RequestRejected, generate_or_reject
+from mmalign.io.journal import append_rows, read_journal
 from mmalign.io.prompts import prompt_sections, read_prompt
 from mmalign.records import IMAGE_TOKEN, RATING_ATTRIBUTES, Rating, Turn
 
@@ -356,39 +357,6 @@ class ResumeMismatchError(ValueError):
     """An output file being resumed was made by another model, judge or prompt."""
 
 
-def read_jsonl_rows(path: str | os.PathLike, *, repair: bool = False) -> list[dict[str, Any]]:
-    """Rows of an append-only JSONL output. An unfinished last line (what a kill mid-write
-    leaves) is ignored, and with `repair` cut off so appending can go on; a bad line
-    anywhere else is an error naming the file and line."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    rows, good_end, pos = [], 0, 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        end = len(data) if nl < 0 else nl + 1
-        try:
-            if nl < 0:
-                raise ValueError("unfinished last line")
-            line = data[pos:end]
-            if line.strip():
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError("not a JSON object")
-                rows.append(row)
-        except ValueError as e:
-            if end < len(data):
-                line_no = data.count(b"\n", 0, pos) + 1
-                raise ValueError(f"{path}: line {line_no}: {e}; the file is damaged") from None
-            break
-        good_end = pos = end
-    if repair and good_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
-    return rows
-
-
 def group_item(row: dict[str, Any], image_root: str | os.PathLike, *, where: str = ""
                ) -> JudgeItem:
     """A JudgeItem from a sampled group (a row of `mmalign pairs sample`'s output)."""
@@ -435,9 +403,9 @@ def judge_file(judge: Judge, samples: str | os.PathLike, out: str | os.PathLike,
 
     samples, out = Path(samples), Path(out)
     root = Path(image_root) if image_root is not None else samples.parent
-    every = read_jsonl_rows(samples)
+    every = read_journal(samples)
     groups = every if limit is None else every[:limit]
-    done = {r["id"]: r for r in read_jsonl_rows(out, repair=True)}
+    done = {r["id"]: r for r in read_journal(out, repair=True)}
     for r in done.values():
         if r.get("judge") != judge.name or r.get("prompt_hash") != judge.prompt_hash:
             raise ResumeMismatchError(
@@ -457,15 +425,15 @@ def judge_file(judge: Judge, samples: str | os.PathLike, out: str | os.PathLike,
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]
                 items = [group_item(g, root, where=str(samples)) for g in batch]
+                rows = []
                 for g, ratings in zip(batch, judge.rate(items), strict=True):
                     row = {k: g.get(k) for k in ("id", "images", "prompt", "reference",
                                                  "category", "responses")}
                     row |= {"judge": judge.name, "prompt_hash": judge.prompt_hash,
                             "ratings": [r.to_dict() for r in ratings]}
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    rows.append(row)
                     done[g["id"]] = row
-                f.flush()
-                os.fsync(f.fileno())
+                append_rows(f, rows)
                 if bar is not None:
                     bar.update(len(batch))
     finally:

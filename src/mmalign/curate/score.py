@@ -35,6 +35,7 @@ from mmalign.curate.annotations import answer_text, question_text
 from mmalign.io.atomic import write_json
 from mmalign.io.formats import iter_records
 from mmalign.io.images import resolve_image
+from mmalign.io.journal import append_rows
 from mmalign.records import RecordError, Sample
 
 # A scorer maps (image paths, text) items to one float each; `VLMRewardModel.score` is one.
@@ -151,8 +152,8 @@ def score_corpus(data: str | os.PathLike, out_dir: str | os.PathLike, question_s
             rows, more_bad = _score_batch(good, root, question_scorer, answer_scorer, on_error,
                                           str(data))
             bad.extend(more_bad)
-            _append(scored_f, rows)
-            _append(rejects_f, bad)
+            append_rows(scored_f, rows)
+            append_rows(rejects_f, bad)
             progress.consumed += len(batch)
             progress.scored += len(rows)
             progress.rejected += len(bad)
@@ -252,13 +253,6 @@ def _image_path(root: Path, rel: str, field: str) -> Path:
     if not path.is_file():
         raise RecordError(f"image file not found: {path}", field=field)
     return path
-
-
-def _append(f, rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-    f.flush()
-    os.fsync(f.fileno())
 
 
 def _text(raw: Any) -> str:

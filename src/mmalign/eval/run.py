@@ -28,6 +28,7 @@ from mmalign.backends.base import Generator, GenRequest
 from mmalign.eval.tasks import EvalTask, Item, get_task
 from mmalign.io.atomic import write_json, write_jsonl
 from mmalign.io.images import resolve_image
+from mmalign.io.journal import append_rows, read_journal
 
 DEFAULT_BENCHES = ("pope", "vqa", "mc", "chair")
 
@@ -76,7 +77,7 @@ def metrics_from_predictions(bench: str, rows: Iterable[dict[str, Any]]) -> dict
 
 def load_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a prediction file (an unfinished last line, left by a crash, is ignored)."""
-    rows, _ = _read_rows(Path(path))
+    rows = read_journal(path)
     return rows
 
 
@@ -106,7 +107,7 @@ def select_images(items: list[Item], limit: int | None) -> list[Item]:
 def _predict(generator: Generator, model: str, task: EvalTask, items: list[Item],
              world_dir: Path, path: Path, batch_size: int, progress: bool
              ) -> list[dict[str, Any]]:
-    done = {r["id"]: r for r in _read_rows(path, repair=True)[0]}
+    done = {r["id"]: r for r in read_journal(path, repair=True)}
     for it in items:
         if it["id"] in done:
             _check_same(done[it["id"]], it, model, path)
@@ -126,15 +127,14 @@ def _predict(generator: Generator, model: str, task: EvalTask, items: list[Item]
                 if len(outputs) != len(batch):
                     raise RuntimeError(f"generator {model!r} returned {len(outputs)} texts for "
                                        f"{len(batch)} requests")
+                rows = []
                 for it, out in zip(batch, outputs, strict=True):
                     if not isinstance(out, str):
                         raise TypeError(f"generator {model!r} returned {type(out).__name__} for "
                                         f"{it['id']!r}; a Generator returns one str per request")
-                    row = _row(task, it, out, model)
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    done[it["id"]] = row
-                f.flush()
-                os.fsync(f.fileno())
+                    rows.append(_row(task, it, out, model))
+                    done[it["id"]] = rows[-1]
+                append_rows(f, rows)
                 bar.update(len(batch))
     finally:
         bar.close()
@@ -167,38 +167,6 @@ def _check_same(row: dict[str, Any], item: Item, model: str, path: Path) -> None
                 f"{path}: prediction {item['id']!r} was made with a different {key} "
                 f"({row.get(key)!r}, now {value!r}): a different world or task version; "
                 f"use another output folder (or delete the file)")
-
-
-def _read_rows(path: Path, repair: bool = False) -> tuple[list[dict[str, Any]], int]:
-    """Rows of a JSONL prediction file and the byte length of its complete part.
-
-    A last line without its newline (or not valid JSON) is what a crash mid-write leaves: it is
-    ignored, and with `repair` cut off the file so appending can go on. A bad line anywhere
-    else is an error."""
-    if not path.exists():
-        return [], 0
-    data = path.read_bytes()
-    rows, good_end, pos = [], 0, 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        end = len(data) if nl < 0 else nl + 1
-        line = data[pos:end]
-        try:
-            if nl < 0:
-                raise ValueError("unfinished last line")
-            if line.strip():
-                rows.append(json.loads(line))
-        except ValueError as e:
-            if end < len(data):
-                line_no = data.count(b"\n", 0, pos) + 1
-                raise ValueError(f"{path}: line {line_no} is not valid JSON ({e}); the "
-                                 f"prediction file is damaged") from None
-            break  # the unfinished tail of a crashed write
-        good_end = pos = end
-    if repair and good_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
-    return rows, good_end
 
 
 def _previous_metrics(path: Path, model: str, world_dir: Path) -> dict[str, Any]:

@@ -75,8 +75,8 @@ def rated_command(
                                        "best answer as SFT samples (rejection sampling)."),
 ) -> None:
     """Preference pairs from rated answers (MM-DPO's rule); prints the counts."""
-    from mmalign.backends.judge import read_jsonl_rows
     from mmalign.io.formats import PAIR_FORMATS, write_records
+    from mmalign.io.journal import read_journal
     from mmalign.pairs.rated import PairRule, best_of_k, rated_pairs
     from mmalign.records import RecordError
 
@@ -89,7 +89,7 @@ def rated_command(
                         min_gap=min_gap, reject_margin=reject_margin)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    rows = read_jsonl_rows(ratings)
+    rows = read_journal(ratings)
     try:
         pairs, stats = rated_pairs(rows, rule, seed=seed, where=str(ratings))
         write_records(out, pairs, fmt)

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from mmalign.backends.base import Generator, GenRequest
-from mmalign.backends.judge import ResumeMismatchError, read_jsonl_rows
+from mmalign.backends.judge import ResumeMismatchError
 from mmalign.io.atomic import write_jsonl
 from mmalign.io.containers import DataFileError
 from mmalign.io.formats import iter_records
 from mmalign.io.images import resolve_image
+from mmalign.io.journal import append_rows, read_journal
 from mmalign.records import IMAGE_TOKEN, RecordError, Sample, Turn
 
 
@@ -233,7 +234,7 @@ def sample_answers(generator: Generator, source: str | os.PathLike, out: str | o
     if rejects:
         write_jsonl(rejects_path, rejects)
 
-    done = {r["id"]: r for r in read_jsonl_rows(out, repair=True)}
+    done = {r["id"]: r for r in read_journal(out, repair=True)}
     for r in done.values():
         if r.get("model") != model or r.get("params") != cfg.params():
             raise ResumeMismatchError(
@@ -259,15 +260,12 @@ def sample_answers(generator: Generator, source: str | os.PathLike, out: str | o
                 if len(texts) != len(batch) * cfg.k:
                     raise RuntimeError(f"generator {model!r} returned {len(texts)} texts for "
                                        f"{len(batch) * cfg.k} requests")
-                for n, it in enumerate(batch):
-                    row = {"id": it.id, "images": it.images,
-                           "prompt": [t.to_dict() for t in it.prompt],
-                           "reference": it.reference, "category": it.category,
-                           "responses": list(texts[n * cfg.k:(n + 1) * cfg.k]),
-                           "model": model, "params": cfg.params(), "meta": it.meta}
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+                append_rows(f, [{"id": it.id, "images": it.images,
+                                 "prompt": [t.to_dict() for t in it.prompt],
+                                 "reference": it.reference, "category": it.category,
+                                 "responses": list(texts[n * cfg.k:(n + 1) * cfg.k]),
+                                 "model": model, "params": cfg.params(), "meta": it.meta}
+                                for n, it in enumerate(batch)])
                 if bar is not None:
                     bar.update(len(batch))
     finally:

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from mmalign.backends.cli import judge_command
 from mmalign.backends.hf import HFGenerator
-from mmalign.backends.judge import read_jsonl_rows
 from mmalign.backends.openai import OpenAIGenerator
 from mmalign.io.formats import read_records
+from mmalign.io.journal import read_journal
 from mmalign.pairs.rated_cli import rated_command, sample_command
 from mmalign.pairs.sample import SampleConfig, sample_answers
 from mmalign.records import PreferencePair
@@ -46,7 +46,7 @@ def test_sample_is_batched_and_resumable(app, tiny_model, tiny_world, tmp_path):
             "--temperature", "1.0", "--seed", "5", "--device", "cpu", "--batch-size", "4"]
     counts = run(app, args)
     assert counts["items"] == 3 and counts["sampled_now"] == 3 and counts["answers"] == 6
-    rows = read_jsonl_rows(out)
+    rows = read_journal(out)
     assert len(rows) == 3 and all(len(r["responses"]) == 2 for r in rows)
     first = rows[0]
     assert first["prompt"][-1]["role"] == "user" and first["reference"]
@@ -65,7 +65,7 @@ def test_sample_is_batched_and_resumable(app, tiny_model, tiny_world, tmp_path):
     lines = before.decode().splitlines(keepends=True)
     out.write_text("".join(lines[:2]) + lines[2][:25])
     assert run(app, args)["sampled_now"] == 1
-    assert [r["id"] for r in read_jsonl_rows(out)] == [r["id"] for r in rows]
+    assert [r["id"] for r in read_journal(out)] == [r["id"] for r in rows]
     # other parameters: refused, not mixed
     res = runner.invoke(app, [str(a) for a in args[:-2]] + ["--batch-size", "4", "--k", "3"])
     assert res.exit_code == 2 and "holds samples from model" in res.output
@@ -81,12 +81,12 @@ def test_sample_through_serve_with_distinct_seeds_and_cache(hf_serve, tiny_world
     # root every item is rejected, with a reason, before any request
     counts = sample_answers(gen, src, tmp_path / "none.jsonl", cfg, limit=2, progress=False)
     assert counts["items"] == 0 and counts["rejected"] > 0 and gen.stats["http_requests"] == 0
-    reject = read_jsonl_rows(tmp_path / "none.rejects.jsonl")[0]
+    reject = read_journal(tmp_path / "none.rejects.jsonl")[0]
     assert "image file not found" in reject["reason"] and reject["field"] == "images[0]"
     counts = sample_answers(gen, src, tmp_path / "s.jsonl", cfg, limit=2, progress=False,
                             image_root=tiny_world)
     assert counts["items"] == 2 and gen.stats["http_requests"] == 6
-    rows = read_jsonl_rows(tmp_path / "s.jsonl")
+    rows = read_journal(tmp_path / "s.jsonl")
     assert rows[0]["prompt"][0]["content"].startswith("<image>\n")
     assert rows[0]["reference"] and rows[0]["category"] in ("conversation", "detail",
                                                             "reasoning")
@@ -96,7 +96,7 @@ def test_sample_through_serve_with_distinct_seeds_and_cache(hf_serve, tiny_world
     sample_answers(again, src, tmp_path / "s2.jsonl", cfg, limit=2, progress=False,
                    image_root=tiny_world)
     assert again.stats["http_requests"] == 0 and again.stats["cache_hits"] == 6
-    assert read_jsonl_rows(tmp_path / "s2.jsonl") == rows
+    assert read_journal(tmp_path / "s2.jsonl") == rows
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_oracle_judge_then_rated_pairs(app, tiny_world, tmp_path):
     oracle = ["--backend", "oracle", "--world", tiny_world, "--image-root", tiny_world]
     counts = run(app, ["judge", samples, *oracle, "--out", ratings])
     assert counts["groups"] == 4 and counts["ratings"] == 12 and counts["failed"] == 0
-    judged = read_jsonl_rows(ratings)
+    judged = read_journal(ratings)
     for g in judged:
         wrong, right, _ = g["ratings"]
         assert right["scores"]["correctness"] == 4 and wrong["scores"]["correctness"] < 4
@@ -177,6 +177,6 @@ def test_hf_judge_backend_records_unusable_replies(app, tiny_model, tiny_world, 
     # the untrained tiny model writes no rating: every answer re-asked once, then recorded
     assert counts["ratings"] == 3 and counts["failed"] == 3
     assert counts["judge_stats"] == {"requests": 6, "reasks": 3, "failed": 3}
-    [row] = read_jsonl_rows(out)
+    [row] = read_journal(out)
     assert row["judge"] == f"{tiny_model}/short_v1+ref"
     assert all("after 2 tries" in r["error"] for r in row["ratings"])

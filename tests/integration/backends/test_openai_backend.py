@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from mmalign.backends.base import GenRequest
-from mmalign.backends.judge import LLMJudge, judge_file, read_jsonl_rows
+from mmalign.backends.judge import LLMJudge, judge_file
 from mmalign.backends.openai import BackendConfigError, BackendUnavailable, OpenAIGenerator
+from mmalign.io.journal import read_journal
 from mmalign.records import RATING_ATTRIBUTES
 
 from .scripted_server import ScriptedServer, expected_scores, user_texts
@@ -115,7 +116,7 @@ def test_malformed_replies_are_reasked_then_recorded(image, tmp_path):
     with ScriptedServer() as srv:
         judge = LLMJudge(make_gen(srv.url, cache=tmp_path / "c.sqlite"))
         counts = judge_file(judge, samples, tmp_path / "ratings.jsonl", progress=False)
-    [row] = read_jsonl_rows(tmp_path / "ratings.jsonl")
+    [row] = read_journal(tmp_path / "ratings.jsonl")
     r = row["ratings"]
     assert r[0]["error"] is None and r[0]["scores"] == {
         k: float(v) for k, v in expected_scores("PROSE first, then fine.").items()}
@@ -144,7 +145,7 @@ def test_rerun_costs_nothing(image, tmp_path):
         judge_file(LLMJudge(gen), samples, tmp_path / "r2.jsonl", progress=False)
     assert first == 8 and len(srv.log) == 8
     assert gen.stats["cache_hits"] == 8 and gen.stats["http_requests"] == 0
-    assert read_jsonl_rows(tmp_path / "r1.jsonl") == read_jsonl_rows(tmp_path / "r2.jsonl")
+    assert read_journal(tmp_path / "r1.jsonl") == read_journal(tmp_path / "r2.jsonl")
 
 
 def test_killed_run_resumes_without_repeating_done_requests(image, tmp_path):
@@ -171,7 +172,7 @@ def test_killed_run_resumes_without_repeating_done_requests(image, tmp_path):
         done_before = srv.ok_hashes()
         assert len(done_before) == 3
         # group g1 (2 answers) was written; g2's first answer is only in the cache
-        assert [r["id"] for r in read_jsonl_rows(out)] == ["g1"]
+        assert [r["id"] for r in read_journal(out)] == ["g1"]
 
         srv.reset(hang_after=None)
         gen = make_gen(srv.url, cache=cache, concurrency=1)
@@ -181,7 +182,7 @@ def test_killed_run_resumes_without_repeating_done_requests(image, tmp_path):
     assert not set(new) & done_before
     assert gen.stats["cache_hits"] == 1  # g2's first answer
     assert counts == counts | {"groups": 4, "rated_now": 3, "failed": 0, "ratings": 8}
-    rows = read_jsonl_rows(out)
+    rows = read_journal(out)
     assert [r["id"] for r in rows] == ["g1", "g2", "g3", "g4"]
     for row in rows:
         for rating, answer in zip(row["ratings"], row["responses"], strict=True):

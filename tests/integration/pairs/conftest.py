@@ -3,15 +3,13 @@ tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from mmalign.world.scene import Scene
+from mmalign.world.scene import Scene, read_scene_file
 
 
 @pytest.fixture(scope="session")
 def world_scenes(tiny_world) -> dict[str, Scene]:
-    rows = [json.loads(line) for line in (Path(tiny_world) / "scenes.jsonl").open()]
-    return {r["image"]: Scene.from_dict(r) for r in rows}
+    return {s.image: s for s in read_scene_file(Path(tiny_world) / "scenes.jsonl")}

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from mmalign.backends.base import Generator, GenRequest, RequestRejected, generate_or_reject
 from mmalign.io.journal import append_rows, read_journal
 from mmalign.io.prompts import prompt_sections, read_prompt
+from mmalign.progress import Progress
 from mmalign.records import IMAGE_TOKEN, RATING_ATTRIBUTES, Rating, Turn
 
 SCORE_MIN, SCORE_MAX = 0, 4
@@ -418,7 +419,8 @@ def judge_file(judge: Judge, samples: str | os.PathLike, out: str | os.PathLike,
         return r is None or (retry_failed and any(x.get("error") for x in r["ratings"]))
 
     todo = [g for g in groups if needs(g)]
-    bar = _progress(len(groups), len(groups) - len(todo), progress, "judge")
+    bar = Progress("judge", total=len(groups), done=len(groups) - len(todo), enabled=progress,
+                   unit="group")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(out, "a", encoding="utf-8") as f:
@@ -434,11 +436,9 @@ def judge_file(judge: Judge, samples: str | os.PathLike, out: str | os.PathLike,
                     rows.append(row)
                     done[g["id"]] = row
                 append_rows(f, rows)
-                if bar is not None:
-                    bar.update(len(batch))
+                bar.update(len(batch))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     # Input order, and rows of groups outside this run's --limit are kept, not dropped.
     write_jsonl(out, [done[g["id"]] for g in every if g["id"] in done])
     rows = [done[g["id"]] for g in groups]
@@ -446,14 +446,3 @@ def judge_file(judge: Judge, samples: str | os.PathLike, out: str | os.PathLike,
     failed = sum(1 for r in rows for x in r["ratings"] if x.get("error"))
     return {"groups": len(rows), "rated_now": len(todo), "ratings": n_ratings,
             "failed": failed, "judge": judge.name, "prompt_hash": judge.prompt_hash}
-
-
-def _progress(total: int, done: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, desc=desc, unit="group", file=sys.stderr,
-                dynamic_ncols=True)

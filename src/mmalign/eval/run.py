@@ -29,6 +29,7 @@ from mmalign.eval.tasks import EvalTask, Item, get_task
 from mmalign.io.atomic import write_json, write_jsonl
 from mmalign.io.images import resolve_image
 from mmalign.io.journal import append_rows, read_journal
+from mmalign.progress import Progress
 
 DEFAULT_BENCHES = ("pope", "vqa", "mc", "chair")
 
@@ -114,7 +115,8 @@ def _predict(generator: Generator, model: str, task: EvalTask, items: list[Item]
     todo = [it for it in items if it["id"] not in done]
     images = {it["image"]: resolve_image(world_dir, it["image"], field="image") for it in todo}
 
-    bar = _Progress(task.name, total=len(items), done=len(items) - len(todo), enabled=progress)
+    bar = Progress(f"eval {task.name}", total=len(items), done=len(items) - len(todo),
+                   enabled=progress)
     try:
         with open(path, "a", encoding="utf-8") as f:
             for start in range(0, len(todo), batch_size):
@@ -183,38 +185,3 @@ def _previous_metrics(path: Path, model: str, world_dir: Path) -> dict[str, Any]
     return fresh | {"tasks": dict(old.get("tasks", {})), "benches": dict(old.get("benches", {}))}
 
 
-class _Progress:
-    """tqdm when installed, else one line per batch to stderr (at most every 2 seconds)."""
-
-    def __init__(self, name: str, total: int, done: int, enabled: bool):
-        self.name, self.total, self.done, self.enabled = name, total, done, enabled
-        self.t0 = self.last = time.monotonic()
-        self.start = done
-        self.bar = None
-        if not enabled:
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            print(f"[eval {name}] {total} items, {done} already done", file=sys.stderr)
-        else:
-            self.bar = tqdm(total=total, initial=done, desc=f"eval {name}", unit="item",
-                            file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self.last >= 2.0 or self.done == self.total:
-            rate = (self.done - self.start) / max(now - self.t0, 1e-9)
-            print(f"[eval {self.name}] {self.done}/{self.total} ({rate:.1f} items/s)",
-                  file=sys.stderr)
-            self.last = now
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

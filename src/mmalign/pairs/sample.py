@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from mmalign.io.containers import DataFileError
 from mmalign.io.formats import iter_records
 from mmalign.io.images import resolve_image
 from mmalign.io.journal import append_rows, read_journal
+from mmalign.progress import Progress
 from mmalign.records import IMAGE_TOKEN, RecordError, Sample, Turn
 
 
@@ -244,12 +244,7 @@ def sample_answers(generator: Generator, source: str | os.PathLike, out: str | o
     per_batch = max(1, cfg.batch_size // cfg.k)
     batch_seed = isinstance(generator, HFGenerator)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="sample",
-                   unit="item", file=sys.stderr, dynamic_ncols=True)
+    bar = Progress("sample", total=len(items), done=len(items) - len(todo), enabled=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(out, "a", encoding="utf-8") as f:
@@ -266,11 +261,9 @@ def sample_answers(generator: Generator, source: str | os.PathLike, out: str | o
                                  "responses": list(texts[n * cfg.k:(n + 1) * cfg.k]),
                                  "model": model, "params": cfg.params(), "meta": it.meta}
                                 for n, it in enumerate(batch)])
-                if bar is not None:
-                    bar.update(len(batch))
+                bar.update(len(batch))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return {"items": len(items),
             "sampled_now": len(todo), "already_done": len(items) - len(todo),
             "rejected": len(rejects), "rejects_file": str(rejects_path) if rejects else None,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from mmalign.backends.base import GenRequest
 from mmalign.io.images import load_image
-from mmalign.io.messages import to_parts
+from mmalign.io.messages import typed_messages
 
 
 def chat_messages(req: GenRequest) -> list[dict]:
     """Our `<image>`-placeholder turns as the typed-content messages chat templates expect."""
-    return [{"role": t.role, "content": to_parts(t.content)} for t in req.messages]
+    return typed_messages(req.messages)
 
 
 class HFGenerator:

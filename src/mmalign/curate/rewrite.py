@@ -572,14 +572,14 @@ def target_perplexity(model: Any, processor: Any, samples: Sequence[Sample],
     import torch
 
     from mmalign.io.images import load_image
-    from mmalign.io.messages import to_parts
+    from mmalign.io.messages import typed_messages
 
     root = Path(image_root)
     total_nll, total_tokens = 0.0, 0
     device = next(model.parameters()).device
 
     def template(turns: Sequence[Turn], gen: bool) -> str:
-        msgs = [{"role": t.role, "content": to_parts(t.content)} for t in turns]
+        msgs = typed_messages(turns)
         return processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
 
     def n_tokens(text: str, images: list) -> int:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mmalign.records import IMAGE_TOKEN, RecordError, Sample
+from mmalign.records import IMAGE_TOKEN, RecordError, Sample, Turn
 
 # Our extra keys on sample records, and the values they take when a file leaves them out.
 SAMPLE_DEFAULTS = {"category": "other", "source": "", "meta": {}}
@@ -33,6 +33,16 @@ def to_parts(text: str) -> list[dict[str, Any]]:
         if segment:
             parts.append({"type": "text", "text": segment})
     return parts
+
+
+def typed_messages(turns: list[Turn] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Turns (ours or {role, content} dicts) -> the typed-content messages chat templates
+    and TRL expect, each `<image>` becoming an image part."""
+    out = []
+    for t in turns:
+        role, content = (t.role, t.content) if isinstance(t, Turn) else (t["role"], t["content"])
+        out.append({"role": role, "content": to_parts(content)})
+    return out
 
 
 def from_parts(parts: Any, field: str) -> tuple[str, list[str]]:

@@ -23,6 +23,7 @@ from mmalign.io.messages import (
     require_list,
     sample_from_native,
     to_parts,
+    typed_messages,
 )
 from mmalign.records import PreferencePair, RecordError, Sample
 
@@ -54,7 +55,7 @@ def encode_sample(s: Sample) -> dict[str, Any]:
     return {
         "id": s.id,
         "images": list(s.images),
-        "messages": [{"role": t.role, "content": to_parts(t.content)} for t in s.turns],
+        "messages": typed_messages(s.turns),
         **extras(s.to_dict(), SAMPLE_DEFAULTS),
     }
 
@@ -86,7 +87,7 @@ def encode_pair(p: PreferencePair) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": p.id,
         "images": list(p.images),
-        "prompt": [{"role": t.role, "content": to_parts(t.content)} for t in p.prompt],
+        "prompt": typed_messages(p.prompt),
         "chosen": [{"role": "assistant", "content": to_parts(p.chosen)}],
         "rejected": [{"role": "assistant", "content": to_parts(p.rejected)}],
     }

@@ -30,7 +30,7 @@ import torch
 
 from mmalign.io.formats import read_records
 from mmalign.io.images import image_hash, load_image, resolve_image
-from mmalign.io.messages import to_parts
+from mmalign.io.messages import typed_messages
 from mmalign.records import PreferencePair, RecordError, Sample, Turn
 from mmalign.train.ref_cache import entry_key
 
@@ -53,15 +53,6 @@ def load_pairs(paths: list[str], image_root: str | None, fmt: str | None = None,
             out.append((r, root))
             if limit is not None and len(out) >= limit:
                 return out
-    return out
-
-
-def messages(turns: list[Turn] | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Turns -> chat-template messages with typed content (`<image>` -> image parts)."""
-    out = []
-    for t in turns:
-        role, content = (t.role, t.content) if isinstance(t, Turn) else (t["role"], t["content"])
-        out.append({"role": role, "content": to_parts(content)})
     return out
 
 
@@ -145,13 +136,13 @@ class PreferenceCollator:
 
     def split_texts(self, row: dict[str, Any]) -> tuple[str, str, str]:
         """(prompt text, chosen text, rejected text) rendered by the chat template."""
-        prompt_msgs = messages(row["prompt"])
+        prompt_msgs = typed_messages(row["prompt"])
         prompt = self.processor.apply_chat_template(prompt_msgs, tokenize=False,
                                                     add_generation_prompt=True)
         responses = []
         for side in ("chosen", "rejected"):
             full = self.processor.apply_chat_template(
-                prompt_msgs + messages([{"role": "assistant", "content": row[side]}]),
+                prompt_msgs + typed_messages([{"role": "assistant", "content": row[side]}]),
                 tokenize=False)
             responses.append(full)
         # The response starts where the prompt (with its generation prompt) and the full

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmalign.io.formats import read_records
-from mmalign.io.messages import to_parts
+from mmalign.io.messages import typed_messages
 from mmalign.records import Sample
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ def samples_to_dataset(samples: list[Sample], image_root: Path):
     for s in samples:
         rows["id"].append(s.id)
         rows["images"].append([str(image_root / p) for p in s.images])
-        rows["messages"].append([{"role": t.role, "content": to_parts(t.content)}
-                                 for t in s.turns])
+        rows["messages"].append(typed_messages(s.turns))
     ds = Dataset.from_dict(rows)
     return ds.cast_column("images", Sequence(Image()))
 
@@ -113,7 +112,7 @@ def preflight_lengths(samples: list[Sample], processor, max_length: int,
     per_image = None
     longest, cut_text = 0, 0
     for k, s in enumerate(samples):
-        msgs = [{"role": t.role, "content": to_parts(t.content)} for t in s.turns]
+        msgs = typed_messages(s.turns)
         text = processor.apply_chat_template(msgs, tokenize=False)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         positions = [i for i, t in enumerate(ids) if t == image_id]

@@ -37,8 +37,9 @@ def main() -> None:
     args = ap.parse_args()
     g = HFGenerator.from_pretrained(args.model, device="cpu", dtype="float32")
     tok = g.processor.tokenizer
-    yes = tok.encode("Yes.", add_special_tokens=False)[0]
-    no = tok.encode("No.", add_special_tokens=False)[0]
+    # The chat template puts a space before the answer: the first answer token is " Yes"
+    yes = tok.encode(" Yes.", add_special_tokens=False)[0]
+    no = tok.encode(" No.", add_special_tokens=False)[0]
     with open(args.world / "bench" / "pope.jsonl", encoding="utf-8") as f:
         rows = [r for r in map(json.loads, f) if r["split"] == args.split][:args.n]
     scores: list[float] = []

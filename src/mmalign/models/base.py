@@ -7,10 +7,18 @@
              object, so each one is a strong signal to read the image, and the model learns to
              look before it learns the one-word answers (without it, the model stayed blind
              to the image for 500+ steps of the full mix; docs/LOG.md);
-3. `sft/`    all weights trained on the whole clean set through `mmalign train sft`.
+3. `yesno/`  the clean set's yes/no questions only (existence, attribute checks, relations):
+             a yes/no answer needs the asked word matched against the image, and in the full
+             mix that skill sat on a long plateau (docs/LOG.md, probes 9-10);
+4. `sft/`    the whole clean set through `mmalign train sft`.
+
+Stages 2-4 train the projector and the language model with the vision tower frozen, as
+LLaVA-1.5 does: training all weights let the language model's early, image-blind gradients
+wash the object information out of the tower (a linear probe of "which shapes are present"
+fell from 0.94 to 0.81 in 300 steps; docs/LOG.md, probe 10).
 
 `model/` is the finished base model. Each stage writes its folder atomically, so a folder that
-exists is complete and is skipped on a rerun; stage 2 resumes from its newest checkpoint.
+exists is complete and is skipped on a rerun; stages 2-4 resume from their newest checkpoint.
 `mmalign model base --world W --out DIR` is the command that made the shipped checkpoint
 (`checkpoints/tiny-base`, see docs/results.md).
 """
@@ -34,11 +42,13 @@ class BaseConfig:
     vision_batch_size: int = 128
     vision_lr: float = 2e-3
     caption_steps: int = 500  # stage 2: captions only (0 skips the stage)
-    sft_steps: int = 1500  # stage 3: all weights on the world's clean set
+    yesno_steps: int = 600  # stage 3: yes/no questions only (0 skips the stage)
+    sft_steps: int = 1500  # stage 4: the world's whole clean set
+    freeze_vision_tower: bool = True  # in stages 2-4
     batch_size: int = 32
     lr: float = 1e-3
     save_steps: int = 250
-    limit: int | None = None  # stage 2 on the first N clean records only (quick checks)
+    limit: int | None = None  # stage 4 on the first N clean records only (quick checks)
 
 
 def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None) -> Path:
@@ -72,22 +82,27 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
     timings["vision_s"] = round(time.time() - t0, 1)
     t0 = time.time()
     start = out / "vision"
-    if cfg.caption_steps > 0:
-        captions = out / "captions.json"
-        if not captions.is_file():
-            write_records(captions, (r for r in read_records(clean) if r.category == "detail"),
-                          "llava")
-        start = train_sft(SFTRunConfig(
-            model=str(start), data=[str(captions)], image_root=str(world),
-            output_dir=str(out / "captions"), max_steps=cfg.caption_steps,
-            per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
-            save_steps=cfg.save_steps, seed=cfg.seed))
-    timings["captions_s"] = round(time.time() - t0, 1)
+    subsets = {"captions": (cfg.caption_steps, lambda r: r.category == "detail"),
+               "yesno": (cfg.yesno_steps, _is_yes_no)}
+    for name, (steps, keep) in subsets.items():
+        t0 = time.time()
+        if steps > 0:
+            data = out / f"{name}.json"
+            if not data.is_file():
+                write_records(data, (r for r in read_records(clean) if keep(r)), "llava")
+            start = train_sft(SFTRunConfig(
+                model=str(start), data=[str(data)], image_root=str(world),
+                output_dir=str(out / name), max_steps=steps,
+                per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
+                freeze_vision_tower=cfg.freeze_vision_tower, save_steps=cfg.save_steps,
+                seed=cfg.seed))
+        timings[f"{name}_s"] = round(time.time() - t0, 1)
     t0 = time.time()
     trained = train_sft(SFTRunConfig(
         model=str(start), data=[str(clean)], output_dir=str(out / "sft"),
         max_steps=cfg.sft_steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr, save_steps=cfg.save_steps, seed=cfg.seed, limit=cfg.limit))
+        learning_rate=cfg.lr, freeze_vision_tower=cfg.freeze_vision_tower,
+        save_steps=cfg.save_steps, seed=cfg.seed, limit=cfg.limit))
     timings["sft_s"] = round(time.time() - t0, 1)
     vision = json.loads((out / "vision" / "vision_pretrain.json").read_text())
     record = {"config": asdict(cfg), "world": _world_fingerprint(world),
@@ -98,6 +113,12 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
         shutil.copytree(trained, tmp, dirs_exist_ok=True)
         (tmp / "base_build.json").write_text(json.dumps(record, indent=2) + "\n")
     return final
+
+
+def _is_yes_no(record) -> bool:
+    """A single-turn record whose answer is a bare yes or no."""
+    answers = [t.content.strip().lower() for t in record.turns if t.role == "assistant"]
+    return len(answers) == 1 and answers[0] in ("yes.", "no.", "yes", "no")
 
 
 def _world_fingerprint(world: Path) -> dict:

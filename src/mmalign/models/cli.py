@@ -36,10 +36,14 @@ def base(
     out: Path = typer.Option(..., "--out", help="Build folder; the model lands in OUT/model."),
     vision_steps: int = typer.Option(1000, help="Stage 1: vision tower on scene graphs."),
     caption_steps: int = typer.Option(500, help="Stage 2: captions only (0 skips it)."),
-    sft_steps: int = typer.Option(1500, help="Stage 3: all weights on the clean set."),
+    yesno_steps: int = typer.Option(600, help="Stage 3: yes/no questions only (0 skips it)."),
+    sft_steps: int = typer.Option(1500, help="Stage 4: the whole clean set."),
+    freeze_vision: bool = typer.Option(
+        True, "--freeze-vision/--train-vision",
+        help="Keep the pretrained vision tower frozen in stages 2-4 (LLaVA-1.5 does)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
-    limit: int = typer.Option(None, help="Stage 2 on the first N clean records only."),
+    limit: int = typer.Option(None, help="Stage 4 on the first N clean records only."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train the tiny base model from scratch on a world (resumable; skips finished stages)."""
@@ -49,8 +53,9 @@ def base(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = BaseConfig(seed=seed, vision_steps=vision_steps, caption_steps=caption_steps,
-                     sft_steps=sft_steps,
-                     batch_size=batch_size, lr=lr, limit=limit)
+                     yesno_steps=yesno_steps, sft_steps=sft_steps,
+                     freeze_vision_tower=freeze_vision, batch_size=batch_size, lr=lr,
+                     limit=limit)
     try:
         final = build_base(world, out, cfg)
     except ValueError as e:

@@ -6,8 +6,9 @@ small Llama) with randomly initialised weights, a byte-level BPE tokenizer train
 still encodes and decodes losslessly), and a `LlavaProcessor`. `AutoModelForImageTextToText`,
 `AutoProcessor`, TRL and PEFT load the folder unchanged.
 
-The chat template is LLaVA-1.5's ("USER: <image>\\n... ASSISTANT: ...</s>"), written to take
-both plain-string and typed (`[{"type": "image"}, {"type": "text", ...}]`) content, with
+The chat template is LLaVA-1.5's ("USER: ...\\n<image>\\nASSISTANT: ...</s>") except that the
+question comes before the image (see CHAT_TEMPLATE), written to take both plain-string and typed
+(`[{"type": "image"}, {"type": "text", ...}]`) content, with
 `{% generation %}` around assistant text so TRL's `assistant_only_loss` can mask the rest.
 
 A second architecture, `arch="idefics3"` (SmolVLM's: SigLIP-style vision tower, pixel-shuffle
@@ -35,8 +36,26 @@ _CONTENT_AS_TEXT = (
     "{% elif part['type'] == 'text' %}{% set ns.text = ns.text + part['text'] %}{% endif %}"
     "{% endfor %}{% set text = ns.text %}{% endif %}"
 )
+# The tiny LLaVA reads the question before the image: typed user content is rendered as its
+# text, then its images ("USER: Is there a star?\n<image>\nASSISTANT:"). Image tokens can then
+# attend to the question, so "is the asked shape in this patch?" is computed where the patch
+# is, and the answer only has to find a match. With LLaVA-1.5's image-first order the tiny
+# model never learned existence questions: the loss stayed at chance for 1500 steps of
+# existence-only training, while question-first broke through after ~400 (docs/LOG.md,
+# probe 10). Plain-string content is rendered as written.
+_CONTENT_QUESTION_FIRST = (
+    "{% if message['content'] is string %}{% set text = message['content'] %}"
+    "{% else %}{% set ns = namespace(text='', img='') %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{% set ns.img = ns.img + '<image>' %}"
+    "{% elif part['type'] == 'text' %}{% set ns.text = ns.text + part['text'] %}{% endif %}"
+    "{% endfor %}"
+    "{% set text = (ns.text | trim) + ('\n' + ns.img if ns.img else '') %}{% endif %}"
+)
 CHAT_TEMPLATE = (
-    "{% for message in messages %}" + _CONTENT_AS_TEXT +
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}" + _CONTENT_QUESTION_FIRST +
+    "{% else %}" + _CONTENT_AS_TEXT + "{% endif %}"
     "{% if message['role'] == 'system' %}{{ text + '\n' }}"
     "{% elif message['role'] == 'user' %}{{ 'USER: ' + text + '\n' }}"
     # The space before the answer belongs to the answer: byte-level BPE glues it to the first

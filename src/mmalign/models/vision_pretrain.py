@@ -57,6 +57,10 @@ def scene_targets(scene) -> dict[str, np.ndarray]:
         out["color"][cell] = vocab.COLOR_NAMES.index(o.color) + 1
         out["size"][cell] = vocab.SIZES.index(o.size) + 1
     out["theme"] = np.array(tuple(vocab.THEMES).index(scene.theme), dtype=np.int64)
+    present = np.zeros(len(vocab.SHAPES), dtype=np.float32)
+    for o in scene.objects:
+        present[vocab.SHAPES.index(o.shape)] = 1.0
+    out["present"] = present
     return out
 
 
@@ -88,6 +92,7 @@ def patch_scene_head(image_size: int, patch_size: int, hidden: int):
             super().__init__()
             self.cells = nn.Linear(hidden, sum(HEADS.values()))
             self.theme = nn.Linear(hidden, len(vocab.THEMES))
+            self.present = nn.Linear(hidden, len(vocab.SHAPES))
             cells = torch.from_numpy(patch_cells(image_size, patch_size))
             self.register_buffer("patch_cell", cells, persistent=False)
             # (CELLS, n_patches) averaging matrix: a cell's logits are its patches' mean
@@ -95,7 +100,7 @@ def patch_scene_head(image_size: int, patch_size: int, hidden: int):
             self.register_buffer("cell_mean", avg / avg.sum(1, keepdim=True), persistent=False)
 
         def forward(self, feats):
-            return self.cells(feats), self.theme(feats.mean(1))
+            return self.cells(feats), self.theme(feats.mean(1)), self.present(feats)
 
     return PatchSceneHead()
 
@@ -105,9 +110,13 @@ def _losses(head, feats, targets):
     mean of its patches' logits)."""
     import torch.nn.functional as F
 
-    patch_logits, theme_logits = head(feats)
+    patch_logits, theme_logits, present_logits = head(feats)
+    present = targets["present"][:, None].expand_as(present_logits)
     loss = F.cross_entropy(theme_logits, targets["theme"])
-    preds, start = {"theme": theme_logits.argmax(-1)}, 0
+    loss = loss + F.binary_cross_entropy_with_logits(present_logits, present)
+    preds, start = {"theme": theme_logits.argmax(-1),
+                    # the scene's shape set as read by the worst patch: every token must know it
+                    "present": ((present_logits > 0) == (present > 0.5)).all(-1).all(-1)}, 0
     for name, n in HEADS.items():
         part = patch_logits[..., start:start + n]
         per_patch = targets[name][:, head.patch_cell]
@@ -174,7 +183,7 @@ def evaluate_tower(tower, head, processor, scenes, image_size: int, layer: int) 
     import torch
 
     tower.eval()
-    correct = {k: 0 for k in (*HEADS, "theme")}
+    correct = {k: 0 for k in (*HEADS, "theme", "present")}
     obj_ok = obj_n = scene_ok = 0
     with torch.no_grad():
         for i in range(0, len(scenes), 128):
@@ -182,7 +191,8 @@ def evaluate_tower(tower, head, processor, scenes, image_size: int, layer: int) 
             pixels, targets = _batch(chunk, processor, image_size)
             _, preds = _losses(head, _features(tower, pixels, layer), targets)
             for k in correct:
-                correct[k] += int((preds[k] == targets[k]).sum())
+                hit = preds[k] if k == "present" else preds[k] == targets[k]
+                correct[k] += int(hit.sum())
             occupied = targets["shape"] > 0
             obj_ok += int(((preds["shape"] == targets["shape"]) & occupied).sum())
             obj_n += int(occupied.sum())
@@ -194,6 +204,7 @@ def evaluate_tower(tower, head, processor, scenes, image_size: int, layer: int) 
     n = len(scenes)
     out = {f"{k}_cell_acc": correct[k] / (n * CELLS) for k in HEADS}
     out["theme_acc"] = correct["theme"] / n
+    out["present_every_patch_acc"] = correct["present"] / n
     out["object_shape_acc"] = obj_ok / max(obj_n, 1)
     out["scene_exact_acc"] = scene_ok / n
     return out

@@ -3,7 +3,7 @@
 A task turns the rows of its benchmark file into *items* (one per model call: id, image,
 prompt, max_new_tokens, plus the gold fields its metrics need), scores one output against its
 item (`parse`, `correct`), and computes metrics from prediction rows alone, so a prediction
-file can always be re-scored without the model. The four built-in tasks are registered right
+file can always be re-scored without the model. The five built-in tasks are registered right
 here (no import side effects elsewhere); add your own with `register_task`.
 
 Bump a task's `version` when its prompt, parse or metric changes: it is written into
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from mmalign.eval import chair, mc, pope, vqa
+from mmalign.eval import chair, mc, open, pope, vqa
 
 Item = dict[str, Any]
 Metrics = dict[str, Any]
@@ -88,3 +88,6 @@ register_task(EvalTask.from_module(
 register_task(EvalTask.from_module(
     "chair", chair, chair.chair_metrics, lower_is_better=frozenset({"CHAIR_i", "CHAIR_s"}),
     description="object hallucination in free descriptions (CHAIR_i, CHAIR_s)"))
+register_task(EvalTask.from_module(
+    "open", open, open.open_metrics, bench_file="bench/openended.jsonl",
+    description="open-ended answers rated 0-4 on five attributes by the oracle judge"))

@@ -138,4 +138,4 @@ def openended_row(scene: Scene, image: str, rng: np.random.Generator, category: 
     item = category_items(scene, category, rng)[0]
     return {"id": f"open-{scene.image_id}", "image": image, "category": category,
             "kind": item.kind, "question": item.question, "reference": item.answer,
-            "style": MACHINE}
+            "style": MACHINE, "scene": scene.to_dict()}  # the oracle judge rates against it

@@ -1,0 +1,497 @@
+"""Align2LLaVA in miniature (DESIGN 6.1): does a reward-model-curated 9% of the world's
+machine-generated corpus train a model at least as good as the whole corpus?
+
+    .venv/bin/python bench/align2llava.py recipes/align2llava.yaml [key=value ...]
+
+Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
+ 1. Reward models. The question RM and the answer RM are trained from `base` on the world's
+    oracle annotations (annotations/questions.jsonl, annotations/answers.jsonl) with the
+    pairwise loss (`curate.reward_train.train_reward`); each one's held-out pairwise accuracy
+    (on real annotation pairs of held-out images) is recorded. Target: >= 0.80.
+ 2. Scoring. Every record of corpus.json gets both RMs' scores (`curate.score.score_corpus`).
+ 3. Selection. The cascade per category (`curate.select.run_select`): top `alpha` of images by
+    question score, then top `beta` of their instructions by answer score; 0.3 / 0.3 keeps ~9%.
+ 4. Measurement. The defect rate (share of records with at least one defect label) of the
+    corpus and of the curated slice, read from the world's truth/corpus_defects.jsonl. Only
+    this measurement reads the truth file; curation never does. Target: curated <= corpus / 3.
+ 5. Training sets (OUT/data/):
+      full             corpus.json, every record;
+      curated          the cascade's selection;
+      random           as many records as `curated`, with the same count per category, drawn
+                       at random (seeded by the training seed, so the spread over seeds
+                       includes the draw);
+      curated_rewrite  `curated` with `rewrite_limit` of its records (evenly spaced through the
+                       selection; null: all) rewritten by `curate.rewrite.run_rewrite`: the base
+                       VLM itself rewrites each answer and reviews original vs rewrite, and the
+                       scene guard (exact, against scenes.jsonl) rejects rewrites that change a
+                       fact. Rewritten / kept / rejected counts and the answers' perplexity
+                       before and after (under the base model) go to curation.json;
+      oracle           as `random`, but drawn only from records with no defect label in the
+                       truth file: the upper bound of any curation.
+ 6. SFT. `base` is fine-tuned on each set for `steps` steps of `batch_size` records: the same
+    number of samples seen for every set. The 9% sets are therefore seen for several epochs
+    (steps * batch_size / their size) while the full corpus is seen for a fraction of one;
+    that is the comparison the paper makes (a smaller set, not a smaller budget).
+ 7. Evaluation. `base` and every run on POPE (F1 per split), VQA, mc (CircularEval accuracy)
+    and CHAIR, the first `eval_limit` benchmark images.
+
+Outputs under `out`: rm_question/, rm_answer/, score/, select/, rewrite/, data/,
+<variant>-s<seed>/ (SFT output and its eval), eval<limit>-base/, curation.json (RM accuracies,
+selection counts, defect rates and their ratio, rewrite counts and perplexity), and
+align2llava.md / .json (the table: mean with min-max over seeds, then curated - full and
+curated - random, and curated_rewrite - curated). Every step resumes or is skipped when its
+output exists, so rerunning the command after an interruption only does what is missing; a
+folder made with other settings is refused rather than mixed in (use another `out`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmalign.config import RecipeError
+from mmalign.experiments import (
+    Column,
+    check_settings,
+    ensure_world,
+    evaluate_model,
+    load_settings,
+    repo_path,
+    summarise,
+    write_results,
+)
+
+VARIANTS = ("full", "curated", "random", "curated_rewrite", "oracle")
+# Difference rows of the table: (variant, reference) -> "variant - reference".
+DIFFS = (("curated", "full"), ("curated", "random"), ("curated_rewrite", "curated"))
+RM_KINDS = ("question", "answer")
+log = logging.getLogger("align2llava")
+
+
+@dataclass
+class Align2LLaVAExperiment:
+    """Settings of the miniature Align2LLaVA experiment (recipes/align2llava.yaml). Relative
+    paths are taken from the current folder, then from the repository root."""
+
+    world: str = "runs/base/world"  # world folder; made (WorldConfig seed `world_seed`) if absent
+    world_seed: int = 0  # only used to make a missing world (0: the tiny-base's world)
+    base: str = "checkpoints/tiny-base"  # the backbone of both RMs and the start of every SFT
+    out: str = "runs/align2llava"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+    # --- reward models (RewardTrainConfig fields of the same meaning), both trained alike
+    rm_steps: int = 300
+    rm_batch_size: int = 8  # pairs per step (2x rows per forward)
+    rm_lr: float = 3e-4
+    rm_lora: bool = False  # false: full fine-tuning
+    rm_lora_r: int = 16
+    rm_freeze_vision: bool = False
+    rm_eval_fraction: float = 0.1  # share of annotation images held out for the accuracy
+    rm_augment_rate: float = 0.25  # corruption pairs per candidate (paper)
+    rm_max_length: int | None = None
+    rm_seed: int = 0
+
+    # --- scoring the corpus
+    score_batch_size: int = 64  # records per step (and resume unit)
+    rm_score_batch_size: int = 32  # inputs per reward-model forward
+
+    # --- selection (the cascade)
+    alpha: float = 0.3  # stage 1: share of images kept per category (question RM)
+    beta: float = 0.3  # stage 2: share of their instructions kept (answer RM)
+
+    # --- inner-LLM rewrite (the curated_rewrite variant)
+    rewrite: bool = True  # false: no curated_rewrite variant
+    rewrite_limit: int | None = None  # records rewritten, evenly spaced (None: all)
+    rewrite_max_new_tokens: int = 96
+    rewrite_batch_size: int = 32
+    rewrite_include_image: bool = False  # the paper's inner LLM reads text only
+    rewrite_perplexity: bool = True  # measure the answers' perplexity before/after
+
+    # --- SFT: the same steps x batch_size (samples seen) for every training set
+    steps: int = 100
+    batch_size: int = 32
+    lr: float = 2e-4
+    max_length: int = 512
+
+    # --- evaluation
+    benches: list[str] = field(default_factory=lambda: ["pope", "vqa", "mc", "chair"])
+    eval_limit: int | None = 100  # benchmark images (null: all)
+    eval_batch_size: int = 32
+    device: str | None = None  # RM scoring, rewrite and eval; default cuda if available
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise RecipeError("seeds: at least one seed")
+        for name in ("alpha", "beta"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise RecipeError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.steps < 1 or self.rm_steps < 1:
+            raise RecipeError("steps and rm_steps must be >= 1")
+        if self.rewrite_limit is not None and self.rewrite_limit < 1:
+            raise RecipeError("rewrite_limit must be >= 1 or null (all)")
+
+    def variants(self) -> list[str]:
+        return [v for v in VARIANTS if self.rewrite or v != "curated_rewrite"]
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+                    ) -> Align2LLaVAExperiment:
+    """The recipe file with `key=value` overrides applied, typed strictly (an unknown key is a
+    RecipeError naming the file and the key)."""
+    exp = load_settings(Align2LLaVAExperiment, path, overrides)
+    exp.validate()
+    return exp
+
+
+# ---------------------------------------------------------------------- curation
+
+
+
+def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: Path
+                       ) -> dict[str, Any]:
+    """OUT/rm_<kind>: the reward model of `kind` trained on the world's annotations; returns
+    its report (held-out pairwise accuracy before/after, pair counts, seconds)."""
+    from mmalign.curate.reward_train import RewardTrainConfig, train_reward
+    from mmalign.models.reward import HEAD_FILE
+
+    folder = out / f"rm_{kind}"
+    cfg = RewardTrainConfig(
+        model=str(repo_path(exp.base)), annotations=[str(world / "annotations" / f"{kind}s.jsonl")],
+        output_dir=str(folder), kind=kind, image_root=str(world),
+        eval_fraction=exp.rm_eval_fraction, augment_rate=exp.rm_augment_rate,
+        max_steps=exp.rm_steps, per_device_train_batch_size=exp.rm_batch_size,
+        learning_rate=exp.rm_lr, max_length=exp.rm_max_length, lora=exp.rm_lora,
+        lora_r=exp.rm_lora_r, lora_alpha=2 * exp.rm_lora_r,
+        freeze_vision_tower=exp.rm_freeze_vision, logging_steps=max(1, min(25, exp.rm_steps // 4)),
+        seed=exp.rm_seed)
+    check_settings(folder / "run.json", asdict(cfg))
+    report = folder / "report.json"
+    if report.is_file() and (folder / "final" / HEAD_FILE).is_file():
+        log.info("%s RM: done already (%s)", kind, folder / "final")
+        return json.loads(report.read_text())
+    return train_reward(cfg)
+
+
+class LazyRMScorer:
+    """`rm_scorer` of a saved reward model, loaded on the first call: a finished scoring run
+    (which `score_corpus` recognises from its fingerprint) needs no model at all."""
+
+    def __init__(self, path: Path, batch_size: int, device: str):
+        self.path, self.batch_size, self.device = path, batch_size, device
+        self._score = None
+
+    def __call__(self, items):
+        if self._score is None:
+            from mmalign.curate.score import rm_scorer
+            from mmalign.models.reward import VLMRewardModel
+
+            rm = VLMRewardModel.from_pretrained(self.path, device=self.device)
+            self._score = rm_scorer(rm, self.batch_size)
+        return self._score(items)
+
+
+def score(exp: Align2LLaVAExperiment, world: Path, out: Path, rms: dict[str, Path],
+          device: str) -> dict[str, Any]:
+    """OUT/score/scored.jsonl: corpus.json with both RMs' scores (resumable by itself)."""
+    from mmalign.curate.score import score_corpus
+    from mmalign.models.reward import HEAD_FILE
+    from mmalign.pipeline import file_hash
+
+    # The same model identity as `mmalign curate score` records: head hash @ path.
+    models = {k: file_hash(p / HEAD_FILE) + "@" + str(p) for k, p in rms.items()}
+    return score_corpus(
+        world / "corpus.json", out / "score",
+        LazyRMScorer(rms["question"], exp.rm_score_batch_size, device),
+        LazyRMScorer(rms["answer"], exp.rm_score_batch_size, device),
+        image_root=world, batch_size=exp.score_batch_size, models=models,
+        log=lambda m: log.info(m.strip()))
+
+
+def select(exp: Align2LLaVAExperiment, out: Path) -> dict[str, Any]:
+    """OUT/select/selected.jsonl: the cascade's choice (reused while alpha/beta are unchanged;
+    the scores it reads cannot change without a refused settings change upstream)."""
+    from mmalign.curate.select import run_select
+
+    folder = out / "select"
+    manifest = folder / "manifest.json"
+    if manifest.is_file() and (folder / "selected.jsonl").is_file():
+        old = json.loads(manifest.read_text())
+        if (old.get("alpha"), old.get("beta")) == (exp.alpha, exp.beta):
+            return old
+    return run_select(out / "score", folder, alpha=exp.alpha, beta=exp.beta)
+
+
+def read_truth(world: Path) -> dict[str, list[str]]:
+    """Record id -> its defect types, from the world's truth file (the measurement only)."""
+    truth = {}
+    with open(world / "truth" / "corpus_defects.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                truth[row["id"]] = [d["type"] for d in row["defects"]]
+    return truth
+
+
+def defect_rate(ids: list[str], truth: dict[str, list[str]]) -> dict[str, Any]:
+    """Share of the records with at least one defect label, and per defect type the share of
+    records carrying it."""
+    missing = [i for i in ids if i not in truth]
+    if missing:
+        raise ValueError(f"{len(missing)} record id(s) not in the truth file, e.g. "
+                         f"{missing[0]!r}: is this the world the corpus came from?")
+    n = len(ids)
+    by_type: dict[str, int] = {}
+    for i in ids:
+        for t in set(truth[i]):
+            by_type[t] = by_type.get(t, 0) + 1
+    defective = sum(1 for i in ids if truth[i])
+    return {"records": n, "defective": defective, "rate": round(defective / n, 4) if n else None,
+            "by_type": {t: round(c / n, 4) for t, c in sorted(by_type.items())}}
+
+
+def draw_like(pool: list, counts: dict[str, int], seed: int, name: str) -> list:
+    """`counts[category]` records of each category drawn from `pool` at random (seeded)."""
+    rng = random.Random(f"align2llava:{name}:{seed}")  # a stream of its own per set and seed
+    by_cat: dict[str, list] = {}
+    for s in pool:
+        by_cat.setdefault(s.category, []).append(s)
+    out = []
+    for cat, n in counts.items():
+        have = by_cat.get(cat, [])
+        if len(have) < n:
+            raise ValueError(f"{name}: {n} {cat} records wanted, the pool has {len(have)}")
+        out.extend(rng.sample(have, n))
+    return out
+
+
+def rewrite(exp: Align2LLaVAExperiment, world: Path, out: Path, selected: list,
+            device: str) -> dict[str, Any]:
+    """OUT/rewrite: `rewrite_limit` of the selected records (evenly spaced, so every category
+    and score range is represented) through run_rewrite with the base VLM as rewriter and
+    reviewer and the scene guard; returns run_rewrite's manifest."""
+    from mmalign.curate.rewrite import RewriteConfig, SceneGuard, run_rewrite
+    from mmalign.io.formats import write_records
+
+    folder = out / "rewrite"
+    cfg = RewriteConfig(include_image=exp.rewrite_include_image,
+                        max_new_tokens=exp.rewrite_max_new_tokens,
+                        batch_size=exp.rewrite_batch_size, seed=0)
+    check_settings(folder / "run.json", {"model": str(repo_path(exp.base)),
+                                         "limit": exp.rewrite_limit,
+                                         "perplexity": exp.rewrite_perplexity, **asdict(cfg)})
+    manifest = folder / "manifest.json"
+    if manifest.is_file() and (folder / "rewritten.jsonl").is_file():
+        return json.loads(manifest.read_text())
+    n = len(selected) if exp.rewrite_limit is None else min(exp.rewrite_limit, len(selected))
+    picks = [selected[math.floor(i * len(selected) / n)] for i in range(n)]
+    write_records(folder / "input.jsonl", picks, "jsonl")
+    from mmalign.backends.hf import HFGenerator
+
+    gen = HFGenerator.from_pretrained(repo_path(exp.base), batch_size=exp.rewrite_batch_size,
+                                      device=device, dtype="fp32")
+    t0 = time.time()
+    result = run_rewrite(folder / "input.jsonl", folder, gen, SceneGuard.from_world(world), cfg,
+                         image_root=world,
+                         perplexity_model=(gen.model, gen.processor)
+                         if exp.rewrite_perplexity else None,
+                         log=lambda m: log.info(m.strip()))
+    log.info("rewrite: %s in %.0f s", result["counts"], time.time() - t0)
+    return result
+
+
+def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
+               ) -> tuple[dict[str, dict[int, Path]], dict[str, Any]]:
+    """Steps 1-5: the training set of every (variant, seed), and the curation report."""
+    from mmalign.io.formats import read_records, write_records
+
+    reports = {kind: train_reward_model(exp, kind, world, out) for kind in RM_KINDS}
+    rms = {kind: Path(r["final"]) for kind, r in reports.items()}
+    scored = score(exp, world, out, rms, device)
+    selection = select(exp, out)
+
+    corpus = read_records(world / "corpus.json", image_root=world)
+    curated = read_records(out / "select" / "selected.jsonl", image_root=world)
+    truth = read_truth(world)
+    counts: dict[str, int] = {}
+    for s in curated:
+        counts[s.category] = counts.get(s.category, 0) + 1
+    clean_pool = [s for s in corpus if not truth.get(s.id, ["?"])]
+
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    sets: dict[str, dict[int, Path]] = {
+        "full": dict.fromkeys(exp.seeds, world / "corpus.json"),
+        "curated": dict.fromkeys(exp.seeds, out / "select" / "selected.jsonl")}
+    rates: dict[str, Any] = {"corpus": defect_rate([s.id for s in corpus], truth),
+                             "curated": defect_rate([s.id for s in curated], truth)}
+    for name, pool in (("random", corpus), ("oracle", clean_pool)):
+        sets[name], rates[name] = {}, {}
+        for seed in exp.seeds:
+            path = data / f"{name}-s{seed}.jsonl"
+            if not path.is_file():  # a deterministic draw: reuse it
+                write_records(path, draw_like(pool, counts, seed, name), "jsonl")
+            drawn = read_records(path, image_root=world)
+            sets[name][seed] = path
+            rates[name][f"s{seed}"] = defect_rate([s.id for s in drawn], truth)
+
+    rewrite_report = None
+    if exp.rewrite:
+        rewrite_report = rewrite(exp, world, out, curated, device)
+        path = data / "curated_rewrite.jsonl"
+        if not path.is_file():
+            new = {s.id: s for s in read_records(out / "rewrite" / "rewritten.jsonl",
+                                                 image_root=world)}
+            write_records(path, [new.get(s.id, s) for s in curated], "jsonl")
+        sets["curated_rewrite"] = dict.fromkeys(exp.seeds, path)
+
+    corpus_rate, curated_rate = rates["corpus"]["rate"], rates["curated"]["rate"]
+    ratio = curated_rate / corpus_rate if corpus_rate else None
+    curation = {
+        "reward_models": {kind: {
+            "held_out_pairwise_accuracy": r["eval_pairwise_accuracy"],
+            "before_training": r["eval_pairwise_accuracy_before"],
+            "held_out_pairs": r["pairs"]["eval"]["annotation"],
+            "train_pairs": r["pairs"]["train"]["annotation"] + r["pairs"]["train"]["augmented"],
+            "steps": r["steps"], "seconds": r["seconds"]} for kind, r in reports.items()},
+        "scoring": {"records": scored["counts"]["out"], "rejected": scored["counts"]["rejected"],
+                    "seconds": scored.get("seconds")},
+        "selection": {"alpha": exp.alpha, "beta": exp.beta, "in": selection["counts"]["in"],
+                      "out": selection["counts"]["out"],
+                      "fraction": round(selection["counts"]["out"]
+                                        / max(selection["counts"]["in"], 1), 4),
+                      "categories": selection["categories"]},
+        "defect_rate": rates,
+        "defect_rate_ratio_curated_to_corpus": None if ratio is None else round(ratio, 4),
+        "targets": {
+            "rm_accuracy_at_least_0.80": {
+                kind: (r["eval_pairwise_accuracy"] or 0.0) >= 0.80
+                for kind, r in reports.items()},
+            "curated_defect_rate_at_most_a_third": ratio is not None and ratio <= 1 / 3},
+        "rewrite": None if rewrite_report is None else {
+            k: rewrite_report.get(k) for k in ("counts", "reasons", "perplexity", "guard",
+                                               "records_changed", "seconds")},
+    }
+    (out / "curation.json").write_text(json.dumps(curation, indent=1) + "\n")
+    log.info("RM held-out accuracy: question %s, answer %s | selected %d of %d | defect "
+             "rate corpus %s, curated %s (ratio %s)",
+             curation["reward_models"]["question"]["held_out_pairwise_accuracy"],
+             curation["reward_models"]["answer"]["held_out_pairwise_accuracy"],
+             selection["counts"]["out"], selection["counts"]["in"], corpus_rate, curated_rate,
+             curation["defect_rate_ratio_curated_to_corpus"])
+    return sets, curation
+
+
+# ---------------------------------------------------------------------- training, evaluation
+
+
+def train_variant(exp: Align2LLaVAExperiment, variant: str, seed: int, data: Path,
+                  world: Path, run: Path) -> Path:
+    """SFT `base` on one training set into `run`, or return its final model when it exists."""
+    from mmalign.train.sft import SFTRunConfig, train_sft
+
+    cfg = SFTRunConfig(
+        model=str(repo_path(exp.base)), data=[str(data)], image_root=str(world),
+        output_dir=str(run), max_steps=exp.steps, per_device_train_batch_size=exp.batch_size,
+        learning_rate=exp.lr, max_length=exp.max_length, seed=seed,
+        logging_steps=max(1, min(10, exp.steps // 4)), save_steps=max(50, exp.steps // 2))
+    check_settings(run / "run.json", {"variant": variant, **asdict(cfg)})
+    final = run / "final"
+    if (final / "train_log.json").is_file():
+        log.info("%s: done already (%s)", run.name, final)
+        return final
+    t0 = time.time()
+    final = train_sft(cfg)
+    (run / "seconds.json").write_text(json.dumps({"train": round(time.time() - t0, 1)}) + "\n")
+    return final
+
+
+def columns_of(results: dict[str, list[dict]], benches: list[str]) -> list[Column]:
+    """Every headline column the runs have, benchmarks in recipe order."""
+    cols: list[Column] = []
+    for rows in results.values():
+        for row in rows:
+            cols += [c for c in row if c not in cols]
+    return sorted(cols, key=lambda c: benches.index(c[0]) if c[0] in benches else len(benches))
+
+
+def table_of(results: dict[str, list[dict]], columns: list[Column]) -> str:
+    """summarise's table, then one "a - b" row per pair of DIFFS present (each made by
+    summarise itself on the two variants, so the maths is in one place)."""
+    lines = [summarise(results, columns)]
+    for a, b in DIFFS:
+        if a in results and b in results:
+            pair = summarise({b: results[b], a: results[a]}, columns, reference=b)
+            lines.append(pair.splitlines()[-1])
+    return "\n".join(lines)
+
+
+def run_experiment(exp: Align2LLaVAExperiment) -> tuple[dict[str, list[dict]], str]:
+    """Curate, build the five training sets, train and evaluate every (variant, seed);
+    return the results and the markdown table."""
+    import torch
+
+    exp.validate()
+    device = exp.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(exp.out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = ensure_world(exp.world, exp.world_seed, "corpus.json", log.info)
+    t0 = time.time()
+    sets, _ = build_sets(exp, world, out, device)
+    log.info("curation done in %.0f s", time.time() - t0)
+
+    def evaluate(model: Path, folder: Path) -> dict:
+        t = time.time()
+        row = evaluate_model(model, world, folder, exp.benches, exp.eval_limit,
+                             batch_size=exp.eval_batch_size, device=device)
+        log.info("evaluated %s in %.0f s", model, time.time() - t)
+        return row
+
+    # The image limit names the folder: evaluate_model resumes by benchmark, not by limit.
+    eval_name = "eval" if exp.eval_limit is None else f"eval{exp.eval_limit}"
+    results: dict[str, list[dict]] = {"base": [evaluate(repo_path(exp.base),
+                                                        out / f"{eval_name}-base")]}
+    _show("base", None, results["base"][-1])
+    for variant in exp.variants():
+        results[variant] = []
+        for seed in exp.seeds:
+            run = out / f"{variant}-s{seed}"
+            final = train_variant(exp, variant, seed, sets[variant][seed], world, run)
+            results[variant].append(evaluate(final, run / eval_name))
+            _show(variant, seed, results[variant][-1])
+
+    table = table_of(results, columns_of(results, exp.benches))
+    write_results(out, "align2llava", asdict(exp), results, table)
+    return results, table
+
+
+def _show(variant: str, seed: int | None, row: dict) -> None:
+    where = variant if seed is None else f"{variant} seed {seed}"
+    print(f"{where}: " + ", ".join(f"{k[0]} {k[1]} {v:.3f}" for k, v in row.items()),
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        exp = load_experiment(argv[0], argv[1:])
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _, table = run_experiment(exp)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""bench/align2llava.py: the miniature Align2LLaVA experiment end to end on the tiny world and
+tiny model (five variants + base in the table, finite numbers, curation.json with the defect
+rates, a rerun redoes nothing) and its recipe loading."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmalign.config import RecipeError
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "align2llava.yaml"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_align2llava",
+                                                  REPO / "bench" / "align2llava.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+a2l = _load_bench()
+
+
+def test_shipped_recipe_loads():
+    exp = a2l.load_experiment(RECIPE)
+    assert (exp.alpha, exp.beta) == (0.3, 0.3) and exp.seeds == [0, 1, 2]
+    assert exp.benches == ["pope", "vqa", "mc", "chair"] and exp.eval_limit == 100
+    assert exp.variants() == ["full", "curated", "random", "curated_rewrite", "oracle"]
+    assert a2l.load_experiment(RECIPE, ["rewrite=false"]).variants() == [
+        "full", "curated", "random", "oracle"]
+
+
+@pytest.mark.parametrize("where", ["file", "override"])
+def test_unknown_recipe_key_is_an_error_naming_it(tmp_path, where):
+    path = tmp_path / "r.yaml"
+    path.write_text("steps: 2\nrm_stepz: 3\n" if where == "file" else "steps: 2\n")
+    overrides = ["rm_stepz=3"] if where == "override" else []
+    with pytest.raises(RecipeError, match=r"rm_stepz.*did you mean rm_steps"):
+        a2l.load_experiment(path, overrides)
+    assert a2l.main([str(path), *overrides]) == 2
+
+
+def test_bad_values_are_errors():
+    with pytest.raises(RecipeError, match="alpha"):
+        a2l.load_experiment(RECIPE, ["alpha=0"])
+    with pytest.raises(RecipeError, match="rm_lr.*number"):
+        a2l.load_experiment(RECIPE, ["rm_lr=fast"])
+
+
+def test_draw_like_matches_category_counts_and_is_seeded():
+    from mmalign.records import Sample, Turn
+
+    pool = [Sample(f"r{i}", ["x.png"], [Turn("user", "<image>\nq"), Turn("assistant", "a")],
+                   category="detail" if i % 3 else "reasoning") for i in range(30)]
+    counts = {"detail": 4, "reasoning": 2}
+    a = a2l.draw_like(pool, counts, 0, "random")
+    assert [s.category for s in a].count("detail") == 4 and len(a) == 6
+    assert [s.id for s in a] == [s.id for s in a2l.draw_like(pool, counts, 0, "random")]
+    assert [s.id for s in a] != [s.id for s in a2l.draw_like(pool, counts, 1, "random")]
+    with pytest.raises(ValueError, match="11 reasoning records wanted"):
+        a2l.draw_like(pool, {"reasoning": 11}, 0, "oracle")
+
+
+def test_defect_rate_counts_records_with_any_label():
+    truth = {"a": [], "b": ["truncation"], "c": ["truncation", "wrong_count"], "d": []}
+    r = a2l.defect_rate(["a", "b", "c", "d"], truth)
+    assert (r["defective"], r["rate"]) == (2, 0.5)
+    assert r["by_type"] == {"truncation": 0.5, "wrong_count": 0.25}
+    with pytest.raises(ValueError, match="not in the truth file"):
+        a2l.defect_rate(["zz"], truth)
+
+
+def test_align2llava_bench_end_to_end_then_resumes(tiny_world, tiny_model, tmp_path, capsys):
+    out = tmp_path / "a2l"
+    args = [str(RECIPE), f"world={tiny_world}", f"base={tiny_model}", f"out={out}",
+            "seeds=[0]", "rm_steps=2", "rm_batch_size=4", "steps=2", "batch_size=4",
+            "rewrite_limit=2", "rewrite_max_new_tokens=8", "eval_limit=2",
+            "eval_batch_size=8", "device=cpu"]
+    assert a2l.main(args) == 0
+
+    runs = json.loads((out / "align2llava.json").read_text())["runs"]
+    assert list(runs) == ["base", "full", "curated", "random", "curated_rewrite", "oracle"]
+    for variant, rows in runs.items():
+        assert len(rows) == 1, variant
+        assert {"pope F1 random", "vqa accuracy", "mc circular accuracy",
+                "chair CHAIR_i"} <= set(rows[0]), variant
+        assert all(math.isfinite(v) for v in rows[0].values()), (variant, rows[0])
+    table = (out / "align2llava.md").read_text()
+    for row in ("base", "full", "curated", "random", "curated_rewrite", "oracle",
+                "curated - full", "curated - random", "curated_rewrite - curated"):
+        assert f"| {row} |" in table, row
+    assert table.strip() in capsys.readouterr().out
+
+    cur = json.loads((out / "curation.json").read_text())
+    rates = cur["defect_rate"]
+    n_corpus = rates["corpus"]["records"]
+    assert n_corpus == len(json.loads((tiny_world / "corpus.json").read_text()))
+    assert 0 <= rates["curated"]["rate"] <= 1 and 0 < rates["corpus"]["rate"] < 1
+    assert rates["oracle"]["s0"]["rate"] == 0.0  # drawn from defect-free records only
+    n_sel = cur["selection"]["out"]
+    assert rates["curated"]["records"] == rates["random"]["s0"]["records"] == n_sel < n_corpus
+    assert set(cur["reward_models"]) == {"question", "answer"}
+    counts = cur["rewrite"]["counts"]
+    assert counts["records"] == 2
+    assert counts["rewritten"] + counts["kept"] + counts["rejected"] == counts["answers"]
+    assert set(cur["rewrite"]["perplexity"]) == {"before", "after"}
+    curated_rw = (out / "data" / "curated_rewrite.jsonl").read_text().splitlines()
+    assert len(curated_rw) == n_sel
+
+    # A rerun trains, scores and evaluates nothing again and gives the same table.
+    finals = [out / "rm_question" / "final" / "reward_head.safetensors",
+              out / "rm_answer" / "final" / "reward_head.safetensors",
+              out / "score" / "scored.jsonl", out / "rewrite" / "rewritten.jsonl",
+              *(out / f"{v}-s0" / "final" / "model.safetensors"
+                for v in ("full", "curated", "random", "curated_rewrite", "oracle"))]
+    stamps = [f.stat().st_mtime_ns for f in finals]
+    assert a2l.main(args) == 0
+    assert [f.stat().st_mtime_ns for f in finals] == stamps
+    assert json.loads((out / "align2llava.json").read_text())["runs"] == runs
+
+    # Other settings in the same out folder are refused, not mixed in.
+    with pytest.raises(RecipeError, match=r"full-s0 was run with other settings.*learning"):
+        a2l.main([*args, "lr=5e-4"])

@@ -29,7 +29,7 @@ lint: install
 demo: install
 	$(BIN)/mmalign run recipes/quickstart.yaml
 
-# The committed command that made checkpoints/tiny-base (about 50 min on 2 CPU cores):
+# The committed command that made checkpoints/tiny-base (about 50-60 min on 2 CPU cores):
 # the default world, then vision pretraining and SFT on its clean set (mmalign.models.base).
 base: install
 	$(BIN)/mmalign world make --out runs/base/world

@@ -64,6 +64,7 @@ from mmalign.experiments import (
     evaluate_model,
     load_settings,
     repo_path,
+    show_row,
     summarise,
     write_results,
 )
@@ -447,34 +448,23 @@ def run_experiment(exp: Align2LLaVAExperiment) -> tuple[dict[str, list[dict]], s
     log.info("curation done in %.0f s", time.time() - t0)
 
     def evaluate(model: Path, folder: Path) -> dict:
-        t = time.time()
-        row = evaluate_model(model, world, folder, exp.benches, exp.eval_limit,
-                             batch_size=exp.eval_batch_size, device=device)
-        log.info("evaluated %s in %.0f s", model, time.time() - t)
-        return row
+        return evaluate_model(model, world, folder, exp.benches, exp.eval_limit,
+                              batch_size=exp.eval_batch_size, device=device, log=log.info)
 
-    # The image limit names the folder: evaluate_model resumes by benchmark, not by limit.
-    eval_name = "eval" if exp.eval_limit is None else f"eval{exp.eval_limit}"
     results: dict[str, list[dict]] = {"base": [evaluate(repo_path(exp.base),
-                                                        out / f"{eval_name}-base")]}
-    _show("base", None, results["base"][-1])
+                                                        out / "eval-base")]}
+    show_row("base", None, results["base"][-1])
     for variant in exp.variants():
         results[variant] = []
         for seed in exp.seeds:
             run = out / f"{variant}-s{seed}"
             final = train_variant(exp, variant, seed, sets[variant][seed], world, run)
-            results[variant].append(evaluate(final, run / eval_name))
-            _show(variant, seed, results[variant][-1])
+            results[variant].append(evaluate(final, run / "eval"))
+            show_row(variant, seed, results[variant][-1])
 
     table = table_of(results, columns_of(results, exp.benches))
     write_results(out, "align2llava", asdict(exp), results, table)
     return results, table
-
-
-def _show(variant: str, seed: int | None, row: dict) -> None:
-    where = variant if seed is None else f"{variant} seed {seed}"
-    print(f"{where}: " + ", ".join(f"{k[0]} {k[1]} {v:.3f}" for k, v in row.items()),
-          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from mmalign.experiments import (
     HALLUCINATION_COLUMNS,
     evaluate_model,
     seeds_arg,
+    show_row,
     summarise,
     write_results,
 )
@@ -52,8 +53,7 @@ def main() -> None:
                 learning_rate=args.lr, seed=seed, save_steps=max(50, args.steps // 4)))
             results[name].append(evaluate_model(final, args.world, run / "eval", BENCHES,
                                                 args.limit))
-            print(f"{name} seed {seed}: " + ", ".join(
-                f"{k[1]} {v:.3f}" for k, v in results[name][-1].items()), flush=True)
+            show_row(name, seed, results[name][-1])
 
     table = summarise(results, HALLUCINATION_COLUMNS, reference="defective")
     print(table)

@@ -59,6 +59,7 @@ from mmalign.experiments import (
     evaluate_model,
     load_settings,
     repo_path,
+    show_row,
     summarise,
     write_results,
 )
@@ -257,18 +258,13 @@ def run_experiment(exp: PovidExperiment) -> tuple[dict[str, list[dict]], str]:
     pairs = make_pairs(exp, world, out) if trained else None
 
     def evaluate(model: Path, folder: Path) -> dict:
-        t0 = time.time()
-        row = evaluate_model(model, world, folder, exp.benches, exp.eval_limit,
-                             batch_size=exp.eval_batch_size, device=device)
-        log.info("evaluated %s in %.0f s", model, time.time() - t0)
-        return row
+        return evaluate_model(model, world, folder, exp.benches, exp.eval_limit,
+                              batch_size=exp.eval_batch_size, device=device, log=log.info)
 
-    # The image limit names the folder: evaluate_model resumes by benchmark, not by limit.
-    eval_name = "eval" if exp.eval_limit is None else f"eval{exp.eval_limit}"
     results: dict[str, list[dict]] = {}
     if "sft" in exp.variants:
-        results["sft"] = [evaluate(start, out / f"{eval_name}-sft")]
-        _show("sft", None, results["sft"][-1])
+        results["sft"] = [evaluate(start, out / "eval-sft")]
+        show_row("sft", None, results["sft"][-1])
     for variant in trained:
         results[variant] = []
         for seed in exp.seeds:
@@ -276,18 +272,13 @@ def run_experiment(exp: PovidExperiment) -> tuple[dict[str, list[dict]], str]:
             cfg = preference_config(exp, variant, seed, start, pairs, world, run,
                                     out / "ref_logps")
             final = train_variant(variant, cfg, pairs_settings(exp, world))
-            results[variant].append(evaluate(final, run / eval_name))
-            _show(variant, seed, results[variant][-1])
+            results[variant].append(evaluate(final, run / "eval"))
+            show_row(variant, seed, results[variant][-1])
 
     table = summarise(results, HALLUCINATION_COLUMNS, reference="sft" if "sft" in results
                       else None)
     write_results(out, "povid", asdict(exp), results, table)
     return results, table
-
-
-def _show(variant: str, seed: int | None, row: dict) -> None:
-    where = variant if seed is None else f"{variant} seed {seed}"
-    print(f"{where}: " + ", ".join(f"{k[1]} {v:.3f}" for k, v in row.items()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

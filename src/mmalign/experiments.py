@@ -39,15 +39,20 @@ def headline(metrics: Mapping[str, Any]) -> dict[Column, float]:
 def evaluate_model(model: str | Path, world: str | Path, out: str | Path,
                    benches: Sequence[str], limit: int | None = None,
                    batch_size: int = 32, device: str = "cpu",
-                   wrap: Callable[[Generator], Generator] | None = None
-                   ) -> dict[Column, float]:
-    """Evaluate a saved model on the world's benchmarks into `out` (resumable: benchmarks
-    already in out/metrics.json for this model are not rerun) and return its headlines.
+                   wrap: Callable[[Generator], Generator] | None = None,
+                   log: Callable[[str], Any] | None = None) -> dict[Column, float]:
+    """Evaluate a saved model on the world's benchmarks into `out` and return its headlines.
+
+    Resumable: when out/metrics.json already holds every benchmark at the same image limit,
+    nothing is rerun; otherwise `mmalign.eval.run.evaluate` reuses the predictions it has and
+    makes the missing ones (a changed limit recomputes the metrics over the new image set).
+    `log` gets one line with the time taken.
 
     `wrap` turns the model's generator into the one evaluated (SteerLM's attribute string
     appended to every question, say); give the wrapper its own `name`, since predictions are
     resumed by generator name."""
     import gc
+    import time
 
     from mmalign.backends.hf import HFGenerator
     from mmalign.eval.run import evaluate
@@ -55,14 +60,25 @@ def evaluate_model(model: str | Path, world: str | Path, out: str | Path,
     done = Path(out) / "metrics.json"
     if done.is_file():
         metrics = json.loads(done.read_text())
-        if all(b in metrics.get("benches", {}) for b in benches):
+        tasks = metrics.get("tasks", {})
+        if all(b in metrics.get("benches", {}) and tasks.get(b, {}).get("limit") == limit
+               for b in benches):
             return headline(metrics)
+    t0 = time.time()
     gen = HFGenerator.from_pretrained(str(model), batch_size=batch_size, device=device)
     metrics = evaluate(wrap(gen) if wrap is not None else gen, world, out, list(benches),
                        limit=limit, batch_size=batch_size, progress=False)
     del gen
     gc.collect()
+    if log is not None:
+        log(f"evaluated {model} in {time.time() - t0:.0f} s")
     return headline(metrics)
+
+
+def show_row(name: str, seed: int | None, row: Mapping[Column, float]) -> None:
+    """Print one run's headline numbers as they come in."""
+    where = name if seed is None else f"{name} seed {seed}"
+    print(f"{where}: " + ", ".join(f"{b} {k} {v:.3f}" for (b, k), v in row.items()), flush=True)
 
 
 def summarise(results: Mapping[str, Sequence[Mapping[Column, float]]],

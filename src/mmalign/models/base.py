@@ -80,7 +80,6 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
             steps=cfg.vision_steps, batch_size=cfg.vision_batch_size, lr=cfg.vision_lr,
             seed=cfg.seed))
     timings["vision_s"] = round(time.time() - t0, 1)
-    t0 = time.time()
     start = out / "vision"
     subsets = {"captions": (cfg.caption_steps, lambda r: r.category == "detail"),
                "yesno": (cfg.yesno_steps, _is_yes_no)}

@@ -7,10 +7,14 @@
              object, so each one is a strong signal to read the image, and the model learns to
              look before it learns the one-word answers (without it, the model stayed blind
              to the image for 500+ steps of the full mix; docs/LOG.md);
-3. `yesno/`  the clean set's yes/no questions only (existence, attribute checks, relations):
-             a yes/no answer needs the asked word matched against the image, and in the full
-             mix that skill sat on a long plateau (docs/LOG.md, probes 9-10);
-4. `sft/`    the whole clean set through `mmalign train sft`.
+3. `grounding/` binding a word of the question to the image: balanced existence questions
+             on every clean image with two helper tasks (name every shape; answer with the
+             asked shape echoed), `world.corpus.grounding_samples`. Existence is the product
+             of "which shape was asked" and "which shapes are here"; on the clean set's
+             yes/no questions alone the model sat at chance for 1000+ steps, and in the full
+             mix it never left it (docs/LOG.md, probes 9-11);
+4. `sft/`    the whole clean set plus the grounding set through `mmalign train sft` (without
+             the grounding records the full mix unlearns what stage 3 taught).
 
 Stages 2-4 train the projector and the language model with the vision tower frozen, as
 LLaVA-1.5 does: training all weights let the language model's early, image-blind gradients
@@ -42,7 +46,8 @@ class BaseConfig:
     vision_batch_size: int = 128
     vision_lr: float = 2e-3
     caption_steps: int = 500  # stage 2: captions only (0 skips the stage)
-    yesno_steps: int = 600  # stage 3: yes/no questions only (0 skips the stage)
+    grounding_steps: int = 1000  # stage 3: the grounding set (0 skips the stage)
+    grounding_in_mix: bool = True  # stage 4 trains on the grounding set too
     sft_steps: int = 1500  # stage 4: the world's whole clean set
     freeze_vision_tower: bool = True  # in stages 2-4
     batch_size: int = 32
@@ -81,14 +86,16 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
             seed=cfg.seed))
     timings["vision_s"] = round(time.time() - t0, 1)
     start = out / "vision"
-    subsets = {"captions": (cfg.caption_steps, lambda r: r.category == "detail"),
-               "yesno": (cfg.yesno_steps, _is_yes_no)}
-    for name, (steps, keep) in subsets.items():
+    stage_data = {"captions": lambda: (r for r in read_records(clean) if r.category == "detail"),
+                  "grounding": lambda: grounding_records(world, cfg.seed)}
+    stage_steps = {"captions": cfg.caption_steps, "grounding": cfg.grounding_steps}
+    for name, steps in stage_steps.items():
         t0 = time.time()
+        data = out / f"{name}.json"
+        needed = steps > 0 or (name == "grounding" and cfg.grounding_in_mix)
+        if needed and not data.is_file():
+            write_records(data, stage_data[name](), "llava")
         if steps > 0:
-            data = out / f"{name}.json"
-            if not data.is_file():
-                write_records(data, (r for r in read_records(clean) if keep(r)), "llava")
             start = train_sft(SFTRunConfig(
                 model=str(start), data=[str(data)], image_root=str(world),
                 output_dir=str(out / name), max_steps=steps,
@@ -97,8 +104,9 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
                 seed=cfg.seed))
         timings[f"{name}_s"] = round(time.time() - t0, 1)
     t0 = time.time()
+    mix = [str(clean)] + ([str(out / "grounding.json")] if cfg.grounding_in_mix else [])
     trained = train_sft(SFTRunConfig(
-        model=str(start), data=[str(clean)], output_dir=str(out / "sft"),
+        model=str(start), data=mix, image_root=str(world), output_dir=str(out / "sft"),
         max_steps=cfg.sft_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.lr, freeze_vision_tower=cfg.freeze_vision_tower,
         save_steps=cfg.save_steps, seed=cfg.seed, limit=cfg.limit))
@@ -114,10 +122,19 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
     return final
 
 
-def _is_yes_no(record) -> bool:
-    """A single-turn record whose answer is a bare yes or no."""
-    answers = [t.content.strip().lower() for t in record.turns if t.role == "assistant"]
-    return len(answers) == 1 and answers[0] in ("yes.", "no.", "yes", "no")
+def grounding_records(world: Path, seed: int):
+    """The grounding set over the world's pretraining images (the clean set's images)."""
+    import numpy as np
+
+    from mmalign.world.corpus import grounding_samples
+    from mmalign.world.scene import read_scene_file
+
+    scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "pretrain"]
+    if not scenes:
+        raise ValueError(f"{world / 'scenes.jsonl'}: no pretraining scenes for the grounding set")
+    rng = np.random.default_rng([seed, 11])
+    for scene in scenes:
+        yield from grounding_samples(scene, scene.image, rng)
 
 
 def _world_fingerprint(world: Path) -> dict:

@@ -36,7 +36,11 @@ def base(
     out: Path = typer.Option(..., "--out", help="Build folder; the model lands in OUT/model."),
     vision_steps: int = typer.Option(1000, help="Stage 1: vision tower on scene graphs."),
     caption_steps: int = typer.Option(500, help="Stage 2: captions only (0 skips it)."),
-    yesno_steps: int = typer.Option(600, help="Stage 3: yes/no questions only (0 skips it)."),
+    grounding_steps: int = typer.Option(
+        1000, help="Stage 3: the grounding set (existence + helper tasks; 0 skips it)."),
+    grounding_in_mix: bool = typer.Option(
+        True, "--grounding-in-mix/--clean-only-mix",
+        help="Stage 4 trains on the grounding set as well as the clean set."),
     sft_steps: int = typer.Option(1500, help="Stage 4: the whole clean set."),
     freeze_vision: bool = typer.Option(
         True, "--freeze-vision/--train-vision",
@@ -53,7 +57,8 @@ def base(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = BaseConfig(seed=seed, vision_steps=vision_steps, caption_steps=caption_steps,
-                     yesno_steps=yesno_steps, sft_steps=sft_steps,
+                     grounding_steps=grounding_steps, grounding_in_mix=grounding_in_mix,
+                     sft_steps=sft_steps,
                      freeze_vision_tower=freeze_vision, batch_size=batch_size, lr=lr,
                      limit=limit)
     try:

@@ -267,13 +267,15 @@ class PreferenceTrainer(Trainer):
 
     def _inputs(self, batch: dict[str, Any], rows: str, vision: dict[str, torch.Tensor]
                 | None = None) -> dict[str, Any]:
-        """Model inputs for "both" sides ([2B, T], chosen rows first) or "chosen" ([B, T])."""
+        """Model inputs for "both" sides ([2B, T], chosen rows first), "chosen" or "rejected"
+        ([B, T])."""
         b = batch["input_ids"].shape[0] // 2
-        sl = slice(None) if rows == "both" else slice(0, b)
+        sl = {"both": slice(None), "chosen": slice(0, b), "rejected": slice(b, None)}[rows]
         inputs = {k: v[sl] for k, v in batch.items() if k not in _NON_MODEL_KEYS}
         if vision is None:
             vc, vr = batch["vision_chosen"], batch["vision_rejected"]
-            vision = vc if rows == "chosen" else {k: torch.cat([vc[k], vr[k]]) for k in vc}
+            vision = {"chosen": vc, "rejected": vr}.get(rows) or {
+                k: torch.cat([vc[k], vr[k]]) for k in vc}
         inputs.update(vision)
         return inputs
 
@@ -347,7 +349,15 @@ class PreferenceTrainer(Trainer):
         cfg = self.config
         b = inputs["input_ids"].shape[0] // 2
         k = response_window(inputs["response_mask"])
-        logits = self._logits(model, self._inputs(inputs, "both"), k)  # [2B, k, V]
+        if cfg.noise_term and cfg.text_weight == 0:
+            # The text term does not count: its rejected side is scored for the logged
+            # rewards only, without the graph (a third less work per step than "both").
+            chosen_logits = self._logits(model, self._inputs(inputs, "chosen"), k)
+            with torch.no_grad():
+                rejected_logits = self._logits(model, self._inputs(inputs, "rejected"), k)
+            logits = torch.cat([chosen_logits, rejected_logits])  # [2B, k, V]
+        else:
+            logits = self._logits(model, self._inputs(inputs, "both"), k)  # [2B, k, V]
         logps, per_token, mask = response_logps(logits, inputs["input_ids"],
                                                 inputs["response_mask"], cfg.average_logps)
         policy_chosen, policy_rejected = logps[:b], logps[b:]

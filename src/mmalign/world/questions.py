@@ -89,7 +89,7 @@ def absent_shapes(scene: Scene) -> list[str]:
 
 # ---------------------------------------------------------------------- conversation kinds
 
-_EXIST_Q = ("Is there a {s} in the image?", "Can you see a {s} in this picture?",
+EXIST_QUESTIONS = ("Is there a {s} in the image?", "Can you see a {s} in this picture?",
             "Does the image contain a {s}?")
 
 
@@ -102,7 +102,7 @@ def _ask_exist(scene, rng, focus):
 
 
 def _q_exist(scene, p, style, variant):
-    return _EXIST_Q[0 if style == HOUSE else variant].format(s=p["shape"])
+    return EXIST_QUESTIONS[0 if style == HOUSE else variant].format(s=p["shape"])
 
 
 def _a_exist(scene, p, style):

@@ -88,10 +88,11 @@ def test_vision_pretraining_rejects_a_folder_that_is_not_a_world(tiny_model, tmp
 
 
 def test_model_base_cli_builds_then_skips(tiny_world, tmp_path):
-    # The CLI builds the default tiny size; keep it to 2 + 2 steps on 8 records.
+    # The CLI builds the default tiny size; keep it to a few steps on 8 records.
     out = tmp_path / "b"
     args = ["model", "base", "--world", str(tiny_world), "--out", str(out), "--vision-steps",
-            "2", "--caption-steps", "1", "--sft-steps", "2", "--batch-size", "4", "--limit", "8"]
+            "2", "--caption-steps", "1", "--grounding-steps", "1", "--sft-steps", "2",
+            "--batch-size", "4", "--limit", "8"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     model = out / "model"
@@ -99,7 +100,11 @@ def test_model_base_cli_builds_then_skips(tiny_world, tmp_path):
     assert record["config"]["vision_steps"] == 2 and record["config"]["sft_steps"] == 2
     captions = json.loads((out / "captions.json").read_text())
     assert captions and all(r["conversations"][1]["value"].startswith("A ") for r in captions)
-    assert (out / "captions" / "final").is_dir()
+    assert (out / "captions" / "final").is_dir() and (out / "grounding" / "final").is_dir()
+    grounding = json.loads((out / "grounding.json").read_text())
+    assert {r["id"].rsplit("-", 1)[1][0] for r in grounding} == {"g", "l", "e"}
+    stage4 = json.loads((out / "sft" / "sft_config.json").read_text())
+    assert stage4["data"] == [str(tiny_world / "clean.json"), str(out / "grounding.json")]
     assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
     stamp = (model / "model.safetensors").stat().st_mtime_ns
     r = CliRunner().invoke(app, args)

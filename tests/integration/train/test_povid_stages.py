@@ -103,3 +103,29 @@ def test_noise_term_on_the_second_family(idefics3_models, tiny_world, pref_file,
     assert math.isclose(loss.item(), math.log(2), rel_tol=1e-5)
     grads = [p.grad for n, p in trainer.model.named_parameters() if "lora_" in n]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_noise_only_loss_skips_the_text_graph_but_not_the_gradient(tiny_model, tiny_world,
+                                                                   pref_file, tmp_path):
+    """text_weight 0 scores the text-rejected side without grad (a cheaper path); its loss and
+    gradients equal the full path's with a text weight too small to matter."""
+    grads, losses = {}, {}
+    for weight in (0.0, 1e-30):
+        cfg = PreferenceRunConfig(model=str(tiny_model), data=[str(pref_file)],
+                                  image_root=str(tiny_world), output_dir=str(tmp_path / "r"),
+                                  lora=False, noise_term=True, text_weight=weight,
+                                  noise_weight=1.0, per_device_train_batch_size=4,
+                                  ref_cache_dir=str(tmp_path / "cache"))
+        trainer = build_trainer(cfg)
+        batch = trainer.data_collator(trainer.train_dataset.rows[:4])
+        trainer._noise_generator = torch.Generator().manual_seed(0)
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        losses[weight] = loss.item()
+        grads[weight] = {n: p.grad.clone() for n, p in trainer.model.named_parameters()
+                         if p.grad is not None}
+    assert math.isclose(losses[0.0], losses[1e-30], rel_tol=1e-6)
+    assert grads[0.0].keys() == grads[1e-30].keys() and grads[0.0]
+    for n in grads[0.0]:
+        torch.testing.assert_close(grads[0.0][n], grads[1e-30][n], rtol=1e-4, atol=1e-7)

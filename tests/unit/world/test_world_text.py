@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -180,3 +181,30 @@ def test_clean_set_asks_every_question_right_after_the_image(small_world):
     mc = [r for r in clean if r["id"].endswith("-mc")]
     assert all("option's letter" in r["conversations"][0]["value"] for r in mc)
     assert all(r["conversations"][1]["value"] in "ABCD" for r in mc)
+
+
+def test_grounding_set_is_balanced_and_true_to_the_scene(scenes):
+    from mmalign.world.corpus import grounding_samples
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for image, scene in scenes.items():
+        if scene.split != "pretrain":
+            continue
+        recs = {r.id.rsplit("-", 1)[1]: r for r in grounding_samples(scene, image, rng)}
+        present = scene.shapes()
+        short = [r for tag, r in recs.items() if tag.startswith("g")]
+        asked = [re.search(r"Is there a (\w+) in", r.turns[0].content).group(1) for r in short]
+        answers = [r.turns[1].content for r in short]
+        # every present shape once, as many absent ones; each answer agrees with the scene
+        assert set(asked) >= present and len(asked) == 2 * len(present) == len(set(asked))
+        assert answers == ["Yes." if s in present else "No." for s in asked]
+        assert all(vocab.SHORT_ANSWER in r.turns[0].content for r in short)
+        listed = recs["list"].turns[1].content.rstrip(".").lower().split(", ")
+        assert sorted(listed) == sorted(present)
+        echo = recs["echo"].turns
+        shape = re.search(r"Is there a (\w+) in", echo[0].content).group(1)
+        assert echo[1].content == (f"Yes, there is a {shape}." if shape in present
+                                   else f"No, there is no {shape}.")
+        checked += 1
+    assert checked >= 100

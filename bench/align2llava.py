@@ -63,6 +63,7 @@ from mmalign.experiments import (
     ensure_world,
     evaluate_model,
     load_settings,
+    recipe_main,
     repo_path,
     show_row,
     summarise,
@@ -468,19 +469,9 @@ def run_experiment(exp: Align2LLaVAExperiment) -> tuple[dict[str, list[dict]], s
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        exp = load_experiment(argv[0], argv[1:])
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    _, table = run_experiment(exp)
-    print(table)
-    return 0
+    return recipe_main(sys.argv[1:] if argv is None else argv, __doc__,
+                       lambda recipe, overrides: run_experiment(
+                           load_experiment(recipe, overrides))[1])
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from mmalign.experiments import (
     check_settings,
     evaluate_model,
     load_settings,
+    recipe_main,
     repo_path,
     summarise,
     write_results,
@@ -432,18 +433,10 @@ def run_experiment(cfg: MMDPOConfig, *, log=print) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    try:
-        cfg = load_config(argv[0], argv[1:])
-        done = run_experiment(cfg, log=lambda m: print(m, flush=True))
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(done["table"])
-    return 0
+    return recipe_main(sys.argv[1:] if argv is None else argv, __doc__,
+                       lambda recipe, overrides: run_experiment(
+                           load_config(recipe, overrides),
+                           log=lambda m: print(m, flush=True))["table"])
 
 
 if __name__ == "__main__":

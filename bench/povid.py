@@ -58,6 +58,7 @@ from mmalign.experiments import (
     ensure_world,
     evaluate_model,
     load_settings,
+    recipe_main,
     repo_path,
     show_row,
     summarise,
@@ -282,18 +283,9 @@ def run_experiment(exp: PovidExperiment) -> tuple[dict[str, list[dict]], str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        _, table = run_experiment(load_experiment(argv[0], argv[1:]))
-    except RecipeError as e:  # bad settings, or an out folder holding other settings' runs
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(table)
-    return 0
+    return recipe_main(sys.argv[1:] if argv is None else argv, __doc__,
+                       lambda recipe, overrides: run_experiment(
+                           load_experiment(recipe, overrides))[1])
 
 
 if __name__ == "__main__":

@@ -191,3 +191,27 @@ def ensure_world(path: str | Path, seed: int = 0, needed: str = "corpus.json",
         log(f"making the world in {world} (seed {seed})")
         make_world(world, WorldConfig(seed=seed), log=log)
     return world
+
+
+def recipe_main(argv: Sequence[str], doc: str, run: Callable[[str, list[str]], str]) -> int:
+    """The command line every experiment bench shares: `bench/X.py RECIPE [key=value ...]`.
+
+    `run(recipe, overrides)` runs the experiment and returns its table. Bad settings (or an
+    out folder holding another settings' runs) are a RecipeError: printed, exit status 2.
+    """
+    import logging
+    import sys
+
+    from mmalign.config import RecipeError
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(doc)
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        table = run(argv[0], list(argv[1:]))
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table)
+    return 0

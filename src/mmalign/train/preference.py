@@ -274,8 +274,8 @@ class PreferenceTrainer(Trainer):
         inputs = {k: v[sl] for k, v in batch.items() if k not in _NON_MODEL_KEYS}
         if vision is None:
             vc, vr = batch["vision_chosen"], batch["vision_rejected"]
-            vision = {"chosen": vc, "rejected": vr}.get(rows) or {
-                k: torch.cat([vc[k], vr[k]]) for k in vc}
+            vision = ({k: torch.cat([vc[k], vr[k]]) for k in vc} if rows == "both"
+                      else vc if rows == "chosen" else vr)
         inputs.update(vision)
         return inputs
 

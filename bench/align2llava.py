@@ -172,7 +172,7 @@ def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: 
         learning_rate=exp.rm_lr, max_length=exp.rm_max_length, lora=exp.rm_lora,
         lora_r=exp.rm_lora_r, lora_alpha=2 * exp.rm_lora_r,
         freeze_vision_tower=exp.rm_freeze_vision, logging_steps=max(1, min(25, exp.rm_steps // 4)),
-        seed=exp.rm_seed)
+        save_steps=max(50, exp.rm_steps // 4), seed=exp.rm_seed)  # an interrupted run resumes
     check_settings(folder / "run.json", asdict(cfg))
     report = folder / "report.json"
     if report.is_file() and (folder / "final" / HEAD_FILE).is_file():

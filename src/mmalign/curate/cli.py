@@ -48,6 +48,8 @@ def reward(
     lora_r: int = typer.Option(16),
     freeze_vision: bool = typer.Option(False, help="Full fine-tuning, vision tower frozen."),
     logging_steps: int = typer.Option(10),
+    save_steps: int = typer.Option(
+        0, help="> 0: a checkpoint every N steps; a rerun into --out resumes from the last."),
     report_to: str = typer.Option("none", help="none, tensorboard, wandb (comma-separated)."),
     seed: int = typer.Option(0),
 ) -> None:
@@ -62,8 +64,8 @@ def reward(
         max_steps=max_steps, per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, max_length=max_length,
         lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, freeze_vision_tower=freeze_vision,
-        logging_steps=logging_steps, report_to=[r.strip() for r in report_to.split(",")],
-        seed=seed)
+        logging_steps=logging_steps, save_steps=save_steps,
+        report_to=[r.strip() for r in report_to.split(",")], seed=seed)
     try:
         report = train_reward(cfg)
     except _ERRORS as e:

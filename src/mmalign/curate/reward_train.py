@@ -13,8 +13,10 @@ pairwise accuracy before and after training, and save the reward model with its 
 The loss goes through `Trainer.compute_loss` (a public hook), so `accelerate launch`, gradient
 accumulation, schedulers and loggers work as for any HF model. Each batch holds the better
 texts of n pairs followed by their worse texts (2n rows, one forward), as the released code did.
-Checkpoints are not written mid-run (the model is not a `PreTrainedModel`; the final save is
-ours): reward models train in minutes, a rerun costs little.
+With `save_steps` > 0 the Trainer writes `checkpoint-N/` folders (the reward model's state dict,
+optimiser, scheduler and RNG states: the model is not a `PreTrainedModel`, so Trainer saves
+its state dict, which is what our head + backbone is), and a rerun into the same `output_dir`
+resumes from the last one instead of starting over. The final save is ours (`final/`).
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class RewardTrainConfig:
     freeze_vision_tower: bool = False  # full fine-tuning with a frozen vision tower
     eval_batch_size: int = 16
     logging_steps: int = 10
+    save_steps: int = 0  # > 0: a resumable checkpoint every N steps (0: only the final save)
+    save_total_limit: int | None = 2  # checkpoints kept (the newest)
+    resume: bool = True  # continue from the last checkpoint in output_dir if there is one
     report_to: list[str] = field(default_factory=lambda: ["none"])
     seed: int = 0
     dtype: str = "fp32"
@@ -207,7 +212,9 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         logging_steps=cfg.logging_steps,
         report_to=cfg.report_to,
         seed=cfg.seed,
-        save_strategy="no",
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
+        save_total_limit=cfg.save_total_limit,
         remove_unused_columns=False,  # our collator needs the raw pair columns
         label_names=[],
         bf16=False,
@@ -218,7 +225,10 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         model=rm, args=args,
         train_dataset=RewardPairDataset(train_pairs, roots),
         data_collator=PairCollator(rm.processor, cfg.max_length))
-    train_out = trainer.train()
+    resume_from = last_checkpoint(out) if cfg.resume else None
+    if resume_from:
+        log.info("%s RM: resuming from %s", kind, resume_from)
+    train_out = trainer.train(resume_from_checkpoint=resume_from)
     acc_after = held_out_accuracy(rm, eval_pairs, roots, cfg.eval_batch_size)
 
     final = rm.save_pretrained(out / "final")
@@ -236,6 +246,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         "eval_pairwise_accuracy_before": _round(acc_before),
         "eval_pairwise_accuracy": _round(acc_after),
         "lora": cfg.lora,
+        "resumed_from": Path(resume_from).name if resume_from else None,
         "seconds": round(time.time() - t0, 1),
     }
     (final / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
@@ -243,6 +254,13 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     log.info("%s RM held-out pairwise accuracy %.3f (before training %.3f)", kind,
              acc_after, acc_before)
     return report
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete `checkpoint-N` in `folder` (HF's own finder), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
 def _round(x: float) -> float | None:

@@ -4,7 +4,7 @@ clean counterpart (same records, same size, defects undone), from the same base 
     .venv/bin/python bench/defect_gap.py --world runs/quickstart/world/data \
         --base checkpoints/tiny-base --out runs/defect_gap --steps 250 --seeds 0,1,2
 
-Prints POPE F1 per split, CHAIR_i / CHAIR_s and VQA for the base model and for each corpus
+Prints POPE F1 per split, CHAIR_i / CHAIR_s / recall and VQA for the base model and for each corpus
 (mean and spread over seeds), and the clean - defective gap. Every training and evaluation run
 resumes: rerunning the command after an interruption only does what is missing.
 """

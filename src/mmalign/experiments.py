@@ -21,7 +21,7 @@ Column = tuple[str, str]  # (bench, headline metric name), e.g. ("pope", "F1 ran
 
 HALLUCINATION_COLUMNS: list[Column] = [
     ("pope", "F1 random"), ("pope", "F1 popular"), ("pope", "F1 adversarial"),
-    ("chair", "CHAIR_i"), ("chair", "CHAIR_s"), ("vqa", "accuracy")]
+    ("chair", "CHAIR_i"), ("chair", "CHAIR_s"), ("chair", "recall"), ("vqa", "accuracy")]
 # Lower is better for these; every other column is higher-is-better.
 LOWER_IS_BETTER = {("chair", "CHAIR_i"), ("chair", "CHAIR_s")}
 

@@ -58,12 +58,12 @@ def test_report_page_is_self_contained_and_complete(tmp_path, results, make_png)
         assert f'id="bench-{bench}"' in page
         for column in table_columns(bench, m):
             assert f"<th>{column}</th>" in page
-    # one bar per run per headline metric: POPE 3 splits, VQA 1, MC 1, CHAIR 2 -> 7 x 2 runs
+    # one bar per run per headline metric: POPE 3 splits, VQA 1, MC 1, CHAIR 3 -> 8 x 2 runs
     bars = re.findall(r'<rect class="bar" data-model="([^"]+)" data-metric="([^"]+)"', page)
-    assert len(bars) == 14 and len(set(bars)) == 14
+    assert len(bars) == 16 and len(set(bars)) == 16
     assert {m for m, _ in bars} == {"base &lt;sft&gt;", "dpo"}
     assert {k for _, k in bars} == {"F1 random", "F1 popular", "F1 adversarial", "accuracy",
-                                    "circular accuracy", "CHAIR_i", "CHAIR_s"}
+                                    "circular accuracy", "CHAIR_i", "CHAIR_s", "recall"}
     assert page.count("<svg") == 4
     # the image is embedded as a decodable PNG, the missing one is reported, not fatal
     data = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -81,11 +81,12 @@ def test_format_table_lists_headline_metrics(results):
     assert lines[0].split()[0] == "run" and len(lines) == 4
     for col in ("pope F1 random", "vqa accuracy", "mc circular accuracy", "chair CHAIR_i"):
         assert col in lines[0]
-    # dpo: always "No" -> POPE F1 0; wrong colour; "B" wrong; no hallucination
+    # dpo: always "No" -> POPE F1 0; wrong colour; "B" wrong; no hallucination; the circle
+    # is named (CHAIR recall 1)
     dpo = lines[3].split()
     assert dpo[0] == "dpo" and dpo[1:] == ["0.000"] * 3 + ["0.000", "0.000", "0.000",
-                                                           "0.000"]
+                                                           "0.000", "1.000"]
     # base: always "Yes" -> F1 2/3; VQA right; "A" right in rotation 0 only -> circular 0;
-    # CHAIR_i 1/2 (star of circle, star), CHAIR_s 1
-    assert lines[2].split()[-7:] == ["0.667", "0.667", "0.667", "1.000", "0.000", "0.500",
-                                     "1.000"]
+    # CHAIR_i 1/2 (star of circle, star), CHAIR_s 1, recall 1 (the circle)
+    assert lines[2].split()[-8:] == ["0.667", "0.667", "0.667", "1.000", "0.000", "0.500",
+                                     "1.000", "1.000"]

@@ -28,7 +28,8 @@ Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
                        before and after (under the base model) go to curation.json;
       oracle           as `random`, but drawn only from records with no defect label in the
                        truth file: the upper bound of any curation.
- 6. SFT. `base` is fine-tuned on each set for `steps` steps of `batch_size` records: the same
+ 6. SFT. `base` is fine-tuned on each set (plus the `sft_mix` files, if any, the same for every
+    set) for `steps` steps of `batch_size` records: the same
     number of samples seen for every set. The 9% sets are therefore seen for several epochs
     (steps * batch_size / their size) while the full corpus is seen for a fraction of one;
     that is the comparison the paper makes (a smaller set, not a smaller budget).
@@ -399,7 +400,8 @@ def train_variant(exp: Align2LLaVAExperiment, variant: str, seed: int, data: Pat
     from mmalign.train.sft import SFTRunConfig, train_sft
 
     cfg = SFTRunConfig(
-        model=str(repo_path(exp.base)), data=[str(data)], image_root=str(world),
+        model=str(repo_path(exp.base)), data=[str(data), *(str(world / f) for f in exp.sft_mix)],
+        image_root=str(world),
         output_dir=str(run), max_steps=exp.steps, per_device_train_batch_size=exp.batch_size,
         learning_rate=exp.lr, max_length=exp.max_length, seed=seed,
         logging_steps=max(1, min(10, exp.steps // 4)), save_steps=max(50, exp.steps // 2))

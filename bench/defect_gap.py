@@ -37,6 +37,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--limit", type=int, default=None, help="benchmark images (default: all)")
+    ap.add_argument("--mix", action="append", default=[], metavar="FILE",
+                    help="world file added to both arms' SFT data, e.g. clean.json: the "
+                         "short-answer part of a LLaVA-1.5-style mix (repeatable)")
     args = ap.parse_args()
     from mmalign.train.sft import SFTRunConfig, train_sft
 
@@ -48,7 +51,8 @@ def main() -> None:
         for seed in seeds:
             run = args.out / f"{name}-s{seed}"
             final = train_sft(SFTRunConfig(
-                model=str(args.base), data=[str(args.world / corpus)], output_dir=str(run),
+                model=str(args.base), data=[str(args.world / f) for f in [corpus, *args.mix]],
+                output_dir=str(run),
                 max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                 learning_rate=args.lr, seed=seed, save_steps=max(50, args.steps // 4)))
             results[name].append(evaluate_model(final, args.world, run / "eval", BENCHES,

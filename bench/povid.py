@@ -4,8 +4,8 @@ model, four variants, each evaluated on POPE (random / popular / adversarial F1)
 CHAIR_s and VQA, over several seeds:
 
     sft     the starting model itself, no preference training (`base`, or `base` after
-            `sft_steps` of SFT on the world's corpus.json); evaluated once: greedy decoding
-            is deterministic, so every seed would give the same numbers.
+            `sft_steps` of SFT on the world's corpus.json and `sft_mix`); evaluated once:
+            greedy decoding is deterministic, so every seed would give the same numbers.
     stage1  POVID stage 1 alone: plain DPO (`train_preference`, noise_term=False) on the text
             negatives, chosen = the ground-truth answer from corpus_clean.json, rejected = the
             lexical injector's hallucinated version of it. `steps` steps.
@@ -84,6 +84,9 @@ class PovidExperiment:
     # --- optional SFT of `base` before everything (0: use `base` as the SFT model)
     sft_steps: int = 0
     sft_data: str = "corpus.json"  # inside the world folder
+    sft_mix: list[str] = field(default_factory=list)  # more world files, e.g. [clean.json]:
+    # the short-answer rest of a LLaVA-1.5-style mix (alone, 250 steps on the machine-voice
+    # corpus wreck the tiny base: POPE ~0.5, VQA 0; docs/results.md, defect gap)
     sft_lr: float = 2e-4
     sft_batch_size: int = 32
 
@@ -150,7 +153,8 @@ def sft_model(exp: PovidExperiment, world: Path, out: Path) -> Path:
     from mmalign.train.sft import SFTRunConfig, train_sft
 
     cfg = SFTRunConfig(
-        model=str(base), data=[str(world / exp.sft_data)], image_root=str(world),
+        model=str(base), data=[str(world / f) for f in [exp.sft_data, *exp.sft_mix]],
+        image_root=str(world),
         output_dir=str(out / "sft"), max_steps=exp.sft_steps,
         per_device_train_batch_size=exp.sft_batch_size, learning_rate=exp.sft_lr, seed=0,
         save_steps=max(50, exp.sft_steps // 4))

@@ -28,9 +28,9 @@ Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
                        before and after (under the base model) go to curation.json;
       oracle           as `random`, but drawn only from records with no defect label in the
                        truth file: the upper bound of any curation.
- 6. SFT. `base` is fine-tuned on each set (plus the `sft_mix` files, if any, the same for every
-    set) for `steps` steps of `batch_size` records: the same
-    number of samples seen for every set. The 9% sets are therefore seen for several epochs
+ 6. SFT. `base` is fine-tuned on each set (plus the `sft_mix` files, if any, the same for
+    every set) for `steps` steps of `batch_size` records: the same number of samples seen
+    for every set. The 9% sets are therefore seen for several epochs
     (steps * batch_size / their size) while the full corpus is seen for a fraction of one;
     that is the comparison the paper makes (a smaller set, not a smaller budget).
  7. Evaluation. `base` and every run on POPE (F1 per split), VQA, mc (CircularEval accuracy)
@@ -122,6 +122,10 @@ class Align2LLaVAExperiment:
     batch_size: int = 32
     lr: float = 2e-4
     max_length: int = 512
+    # World files added to every variant's SFT data (e.g. [clean.json]): the rest of a
+    # LLaVA-1.5-style mix. The paper replaced LLaVA-Instruct-158k inside the 665k mix by the
+    # curated set and kept the rest; [] trains on the variant's set alone.
+    sft_mix: list[str] = field(default_factory=list)
 
     # --- evaluation
     benches: list[str] = field(default_factory=lambda: ["pope", "vqa", "mc", "chair"])

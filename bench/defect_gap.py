@@ -4,8 +4,9 @@ clean counterpart (same records, same size, defects undone), from the same base 
     .venv/bin/python bench/defect_gap.py --world runs/quickstart/world/data \
         --base checkpoints/tiny-base --out runs/defect_gap --steps 250 --seeds 0,1,2
 
-Prints POPE F1 per split, CHAIR_i / CHAIR_s / recall and VQA for the base model and for each corpus
-(mean and spread over seeds), and the clean - defective gap. Every training and evaluation run
+Prints POPE F1 per split, CHAIR_i / CHAIR_s / recall, VQA and the oracle judge's correctness
+and quality of open-ended answers for the base model and for each corpus (mean and spread
+over seeds), and the clean - defective gap. Every training and evaluation run
 resumes: rerunning the command after an interruption only does what is missing.
 """
 
@@ -24,7 +25,10 @@ from mmalign.experiments import (
 )
 
 CORPORA = {"defective": "corpus.json", "clean": "corpus_clean.json"}
-BENCHES = ["pope", "chair", "vqa"]
+BENCHES = ["pope", "chair", "vqa", "open"]
+# open: the oracle judge's ratings of open-ended answers; correctness is where a corpus that
+# teaches wrong colours and counts should show, beside CHAIR's object hallucination.
+COLUMNS = [*HALLUCINATION_COLUMNS, ("open", "correctness"), ("open", "quality")]
 
 
 def main() -> None:
@@ -59,7 +63,7 @@ def main() -> None:
                                                 args.limit))
             show_row(name, seed, results[name][-1])
 
-    table = summarise(results, HALLUCINATION_COLUMNS, reference="defective")
+    table = summarise(results, COLUMNS, reference="defective")
     print(table)
     write_results(args.out, "defect_gap", vars(args), results, table)
 

@@ -453,6 +453,13 @@ def build_trainer(cfg: PreferenceRunConfig) -> PreferenceTrainer:
     if cfg.precompute_reference:
         fingerprint = model_fingerprint(ref_model if ref_model is not None else model, processor)
         cache = RefLogpCache(cfg.ref_cache_dir or default_ref_cache_dir(), fingerprint)
+    if not cfg.lora and cfg.resume:
+        # after the reference copy and fingerprint, which are of the starting model
+        from transformers.trainer_utils import get_last_checkpoint
+
+        from mmalign.train.resume import load_checkpoint_weights
+
+        load_checkpoint_weights(model, get_last_checkpoint(str(out)))  # resume.py: why
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 

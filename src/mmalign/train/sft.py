@@ -151,9 +151,17 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
+    from mmalign.train.resume import load_checkpoint_weights
+
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    settings = json.dumps(asdict(cfg), indent=2) + "\n"
+    record, final = out / "sft_config.json", out / "final"
+    if (cfg.resume and (final / "train_log.json").is_file() and record.is_file()
+            and record.read_text() == settings):
+        log.info("%s: finished already with these settings", final)
+        return final
+    record.write_text(settings)
 
     pairs = load_samples(cfg.data, cfg.image_root, cfg.limit)
     samples = [s for s, _ in pairs]
@@ -173,6 +181,9 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     dataset = concatenate_datasets([samples_to_dataset(v, k) for k, v in by_root.items()])
 
     model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32)
+    last = get_last_checkpoint(str(out)) if cfg.resume else None
+    if not cfg.lora:
+        load_checkpoint_weights(model, last)  # Trainer's own resume loads none (resume.py)
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig
@@ -196,7 +207,6 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
                          processing_class=processor, peft_config=peft_config)
-    last = get_last_checkpoint(str(out)) if cfg.resume else None
     if last:
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)

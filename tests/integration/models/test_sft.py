@@ -53,6 +53,29 @@ def test_resume_continues_rather_than_restarts(tiny_model, tiny_world, tmp_path)
     assert state["global_step"] == 4
 
 
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_model, tiny_world,
+                                                                  tmp_path):
+    """Resuming restores the weights, not only the step and optimiser: HF Trainer alone loads
+    none of a LLaVA checkpoint's keys (train/resume.py), and the run went on from the start
+    weights. Cut a 4-step run after step 2 (only checkpoint-2 left) and resume it."""
+    import shutil
+
+    full = train_sft(_cfg(tiny_model, tiny_world, tmp_path / "full"))
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", cut / "checkpoint-2")
+    resumed = train_sft(_cfg(tiny_model, tiny_world, cut))
+    assert _losses(resumed) == pytest.approx(_losses(full), abs=1e-5)
+    a = AutoModelForImageTextToText.from_pretrained(full).state_dict()
+    b = AutoModelForImageTextToText.from_pretrained(resumed).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # a finished run asked again with the same settings is returned as it is, not retrained
+    stamp = (resumed / "model.safetensors").stat().st_mtime_ns
+    assert train_sft(_cfg(tiny_model, tiny_world, cut)) == resumed
+    assert (resumed / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not (cut / "checkpoint-5").exists()
+
+
 def test_lora_trains_language_model_only_and_merges(tiny_model, tiny_world, tmp_path):
     final = train_sft(_cfg(tiny_model, tiny_world, tmp_path / "lora", lora=True, lora_r=4,
                            max_steps=3, learning_rate=5e-3))

@@ -1,0 +1,34 @@
+"""Resuming full fine-tuning from an HF Trainer checkpoint: the weights, which Trainer drops.
+
+transformers 5 saves a LLaVA checkpoint with `save_pretrained`, which writes the on-disk key
+layout (`language_model.model.layers...`), but `Trainer._load_from_checkpoint` reads it back
+with `model.load_state_dict(..., strict=False)` against the in-memory layout
+(`model.language_model.layers...`): no key matches, nothing is loaded, and a resumed run
+silently continues from the starting weights with the restored optimiser and step count
+(seen here: a finished 250-step SFT run, rerun, saved the base model as its final). We load
+the checkpoint's weights ourselves through `from_pretrained`, which converts the keys, before
+Trainer resumes; its own load then matches nothing and changes nothing. LoRA checkpoints
+(adapter files only) are left to Trainer/PEFT, which load them by their own keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint_weights(model, checkpoint: str | Path | None) -> bool:
+    """Copy the full weights saved in `checkpoint` into `model` (strictly: every key must
+    match); return False, changing nothing, when there is no checkpoint or it holds only an
+    adapter."""
+    if checkpoint is None:
+        return False
+    folder = Path(checkpoint)
+    if not any(folder.glob("model*.safetensors")) and not any(folder.glob("pytorch_model*")):
+        return False
+    saved = type(model).from_pretrained(folder, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(saved.state_dict(), strict=True)
+    log.info("weights restored from %s", folder)
+    return True

@@ -166,6 +166,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     from transformers import TrainingArguments
 
     from mmalign.models.reward import VLMRewardModel
+    from mmalign.train.resume import resume_point
 
     t0 = time.time()
     out = Path(cfg.output_dir)
@@ -225,7 +226,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         model=rm, args=args,
         train_dataset=RewardPairDataset(train_pairs, roots),
         data_collator=PairCollator(rm.processor, cfg.max_length))
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    resume_from = resume_point(out, cfg.resume)
     if resume_from:
         log.info("%s RM: resuming from %s", kind, resume_from)
     train_out = trainer.train(resume_from_checkpoint=resume_from)
@@ -254,13 +255,6 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     log.info("%s RM held-out pairwise accuracy %.3f (before training %.3f)", kind,
              acc_after, acc_before)
     return report
-
-
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete `checkpoint-N` in `folder` (HF's own finder), or None."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
 def _round(x: float) -> float | None:

@@ -47,6 +47,7 @@ from mmalign.train.preference_data import (
     preflight_samples,
 )
 from mmalign.train.ref_cache import RefLogpCache, model_fingerprint
+from mmalign.train.resume import load_checkpoint_weights, resume_point
 
 log = logging.getLogger(__name__)
 
@@ -453,13 +454,9 @@ def build_trainer(cfg: PreferenceRunConfig) -> PreferenceTrainer:
     if cfg.precompute_reference:
         fingerprint = model_fingerprint(ref_model if ref_model is not None else model, processor)
         cache = RefLogpCache(cfg.ref_cache_dir or default_ref_cache_dir(), fingerprint)
-    if not cfg.lora and cfg.resume:
+    if not cfg.lora:
         # after the reference copy and fingerprint, which are of the starting model
-        from transformers.trainer_utils import get_last_checkpoint
-
-        from mmalign.train.resume import load_checkpoint_weights
-
-        load_checkpoint_weights(model, get_last_checkpoint(str(out)))  # resume.py: why
+        load_checkpoint_weights(model, resume_point(out, cfg.resume))  # resume.py: why
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -495,11 +492,9 @@ def train_preference(cfg: PreferenceRunConfig) -> Path:
     """Run DPO (with the optional noise and SFT terms); save the final model + processor to
     `cfg.output_dir/final` (LoRA merged into the weights) and return that folder. Resumes
     from the newest checkpoint in `output_dir` when `cfg.resume`."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     trainer = build_trainer(cfg)
     out = Path(cfg.output_dir)
-    last = get_last_checkpoint(str(out)) if cfg.resume else None
+    last = resume_point(out, cfg.resume)
     if last:
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)

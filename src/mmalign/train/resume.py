@@ -19,6 +19,14 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def resume_point(output_dir: str | Path, resume: bool = True) -> str | None:
+    """The newest complete `checkpoint-N` in `output_dir` (HF's own finder) when `resume`,
+    else None: where every trainer of ours picks up an interrupted run."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if resume and Path(output_dir).is_dir() else None
+
+
 def load_checkpoint_weights(model, checkpoint: str | Path | None) -> bool:
     """Copy the full weights saved in `checkpoint` into `model` (strictly: every key must
     match); return False, changing nothing, when there is no checkpoint or it holds only an

@@ -148,10 +148,9 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     """Run SFT and save the final model + processor to `cfg.output_dir/final`."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
-    from mmalign.train.resume import load_checkpoint_weights
+    from mmalign.train.resume import load_checkpoint_weights, resume_point
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +180,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     dataset = concatenate_datasets([samples_to_dataset(v, k) for k, v in by_root.items()])
 
     model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32)
-    last = get_last_checkpoint(str(out)) if cfg.resume else None
+    last = resume_point(out, cfg.resume)
     if not cfg.lora:
         load_checkpoint_weights(model, last)  # Trainer's own resume loads none (resume.py)
     peft_config = None

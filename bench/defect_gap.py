@@ -18,6 +18,7 @@ from pathlib import Path
 from mmalign.experiments import (
     HALLUCINATION_COLUMNS,
     evaluate_model,
+    mix_files,
     seeds_arg,
     show_row,
     summarise,
@@ -40,25 +41,39 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--arms", default=",".join(CORPORA),
+                    help="which corpora to train on this time (two processes can split them; "
+                         "a rerun with both prints the whole table)")
     ap.add_argument("--limit", type=int, default=None, help="benchmark images (default: all)")
-    ap.add_argument("--mix", action="append", default=[], metavar="FILE",
+    ap.add_argument("--mix", action="append", default=[], metavar="FILE[:N]",
                     help="world file added to both arms' SFT data, e.g. clean.json: the "
-                         "short-answer part of a LLaVA-1.5-style mix (repeatable)")
+                         "short-answer part of a LLaVA-1.5-style mix; FILE:N adds N of its "
+                         "records drawn at random (repeatable)")
+    ap.add_argument("--freeze-vision-tower", action="store_true",
+                    help="train the projector and language model only, as LLaVA-1.5's SFT does")
     args = ap.parse_args()
     from mmalign.train.sft import SFTRunConfig, train_sft
 
     seeds = seeds_arg(args.seeds)
+    mix = mix_files(args.world, args.mix, args.out)
     results: dict[str, list[dict]] = {"base": [evaluate_model(
         args.base, args.world, args.out / "eval-base", BENCHES, args.limit)]}
+    arms = args.arms.split(",")
+    unknown = sorted(set(arms) - set(CORPORA))
+    if unknown:
+        ap.error(f"unknown arm(s) {unknown}; known: {list(CORPORA)}")
     for name, corpus in CORPORA.items():
+        if name not in arms:
+            continue
         results[name] = []
         for seed in seeds:
             run = args.out / f"{name}-s{seed}"
             final = train_sft(SFTRunConfig(
-                model=str(args.base), data=[str(args.world / f) for f in [corpus, *args.mix]],
-                output_dir=str(run),
+                model=str(args.base), data=[str(args.world / corpus), *mix],
+                image_root=str(args.world), output_dir=str(run),
                 max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-                learning_rate=args.lr, seed=seed, save_steps=max(50, args.steps // 4)))
+                learning_rate=args.lr, seed=seed, save_steps=max(50, args.steps // 4),
+                freeze_vision_tower=args.freeze_vision_tower))
             results[name].append(evaluate_model(final, args.world, run / "eval", BENCHES,
                                                 args.limit))
             show_row(name, seed, results[name][-1])

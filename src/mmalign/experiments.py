@@ -193,6 +193,40 @@ def ensure_world(path: str | Path, seed: int = 0, needed: str = "corpus.json",
     return world
 
 
+def mix_files(world: str | Path, specs: Sequence[str], out: str | Path) -> list[str]:
+    """The files an SFT set is mixed with, from specs `FILE` (a world file, all of it) or
+    `FILE:N` (N of its records drawn at random with seed 0, as LLaVA-1.5 mixes subsets).
+
+    A subset is written once to out/mix/FILE-N.json with its image paths as they were, so the
+    run must train with image_root = the world folder; the same spec gives the same records
+    in every run.
+    """
+    import random
+
+    from mmalign.io.formats import read_records, write_records
+
+    world = Path(world)
+    files = []
+    for spec in specs:
+        name, _, n = spec.partition(":")
+        if not n:
+            files.append(str(world / name))
+            continue
+        if not n.isdigit() or int(n) <= 0:
+            raise ValueError(f"mix spec {spec!r}: the part after ':' must be a record count")
+        subset = Path(out) / "mix" / f"{Path(name).stem}-{n}.json"
+        if not subset.is_file():
+            records = list(read_records(world / name, image_root=world))
+            if int(n) > len(records):
+                raise ValueError(f"mix spec {spec!r}: {world / name} has only {len(records)} "
+                                 "records")
+            chosen = random.Random(0).sample(records, int(n))
+            subset.parent.mkdir(parents=True, exist_ok=True)
+            write_records(subset, chosen, "llava")  # atomic: a cut run leaves no half file
+        files.append(str(subset))
+    return files
+
+
 def recipe_main(argv: Sequence[str], doc: str, run: Callable[[str, list[str]], str]) -> int:
     """The command line every experiment bench shares: `bench/X.py RECIPE [key=value ...]`.
 

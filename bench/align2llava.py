@@ -246,6 +246,38 @@ def read_truth(world: Path) -> dict[str, list[str]]:
     return truth
 
 
+def annotation_ceiling(world: Path, kind: str, eval_pairs: Path) -> dict[str, Any]:
+    """How well a judge that knew every candidate's noiseless quality (the world's truth file;
+    measurement only) would score on an RM's held-out annotation pairs, ties in the truth
+    broken at random: the ceiling the annotator noise puts on held-out pairwise accuracy.
+    Also the share of pairs whose order is noise alone (equal true quality)."""
+    from mmalign.curate.annotations import read_annotations, rm_text
+
+    groups = {g.id: g for g in read_annotations(world / "annotations" / f"{kind}s.jsonl",
+                                                image_root=world, check_images=False)}
+    quality = {}
+    with open(world / "truth" / "annotations.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["file"] == f"{kind}s.jsonl":
+                quality[row["id"]] = [c["quality"] for c in row["candidates"]]
+    agree = ties = n = 0
+    with open(eval_pairs, encoding="utf-8") as f:
+        for line in f:
+            pair = json.loads(line)
+            if pair["origin"] != "annotation":
+                continue
+            g = groups[pair["group"]]
+            index = {rm_text(g, c): i for i, c in enumerate(g.candidates)}
+            qb, qw = (quality[g.id][index[pair[k]]] for k in ("better", "worse"))
+            n += 1
+            agree += qb > qw
+            ties += qb == qw
+    return {"pairs": n, "truth_agrees": round(agree / max(n, 1), 4),
+            "truth_ties": round(ties / max(n, 1), 4),
+            "ceiling": round((agree + ties / 2) / max(n, 1), 4)}
+
+
 def defect_rate(ids: list[str], truth: dict[str, list[str]]) -> dict[str, Any]:
     """Share of the records with at least one defect label, and per defect type the share of
     records carrying it."""
@@ -365,6 +397,8 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
             "held_out_pairwise_accuracy": r["eval_pairwise_accuracy"],
             "before_training": r["eval_pairwise_accuracy_before"],
             "held_out_pairs": r["pairs"]["eval"]["annotation"],
+            "annotation_noise_ceiling": annotation_ceiling(
+                world, kind, out / f"rm_{kind}" / "eval_pairs.jsonl"),
             "train_pairs": r["pairs"]["train"]["annotation"] + r["pairs"]["train"]["augmented"],
             "steps": r["steps"], "seconds": r["seconds"]} for kind, r in reports.items()},
         "scoring": {"records": scored["counts"]["out"], "rejected": scored["counts"]["rejected"],

@@ -61,6 +61,8 @@ class SFTSection:
     Names follow `mmalign train sft`'s options."""
 
     # Corpus files, any format mmalign.io reads; relative paths are inside the world folder.
+    # "FILE:N" takes N records of a world file drawn at random (seed 0), e.g. the short-answer
+    # part of a LLaVA-1.5-style mix: [corpus.json, clean.json:8000].
     data: list[str] = field(default_factory=lambda: ["corpus.json"])
     max_steps: int = -1  # > 0 overrides epochs
     epochs: float = 1.0

@@ -208,9 +208,9 @@ def mix_files(world: str | Path, specs: Sequence[str], out: str | Path) -> list[
     world = Path(world)
     files = []
     for spec in specs:
-        name, _, n = spec.partition(":")
-        if not n:
-            files.append(str(world / name))
+        name, sep, n = spec.rpartition(":")
+        if not sep:
+            files.append(str(world / spec))
             continue
         if not n.isdigit() or int(n) <= 0:
             raise ValueError(f"mix spec {spec!r}: the part after ':' must be a record count")

@@ -386,11 +386,16 @@ def _sft_external_data(r: Recipe) -> dict[str, Path]:
 def _sft_run(ctx: StageContext) -> StageResult:
     from mmalign.train.sft import SFTRunConfig, train_sft
 
+    from mmalign.experiments import mix_files
+
     s = ctx.recipe.sft
     world = ctx.path("world", "world")
+    subsets = [p for p in s.data if ":" in Path(p).name]
     cfg = SFTRunConfig(
         model=str(ctx.path("base", "model")),
-        data=[str(world / Path(p).expanduser()) for p in s.data],  # absolute paths stay
+        # absolute paths stay; "FILE:N" subsets keep world-relative image paths, hence the root
+        data=mix_files(world, [str(Path(p).expanduser()) for p in s.data], ctx.out),
+        image_root=str(world) if subsets else None,
         output_dir=str(ctx.out), num_train_epochs=s.epochs, max_steps=s.max_steps,
         per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
         learning_rate=s.lr, lr_scheduler_type=s.lr_scheduler, warmup_ratio=s.warmup_ratio,
@@ -408,6 +413,12 @@ def _sft_run(ctx: StageContext) -> StageResult:
 
 
 def _sft_check(r: Recipe) -> None:
+    if any(":" in Path(p).name for p in r.sft.data):
+        outside = [p for p in r.sft.data if Path(p).expanduser().is_absolute()]
+        if outside:
+            raise RecipeError(f"{r.source}: sft.data: a FILE:N subset trains with the world "
+                              f"as image root, so every file must be in the world; {outside} "
+                              "is not")
     for p in _sft_external_data(r).values():
         if not p.is_file():
             raise RecipeError(f"{r.source}: sft.data: {p}: file not found")

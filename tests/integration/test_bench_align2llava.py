@@ -110,6 +110,11 @@ def test_align2llava_bench_end_to_end_then_resumes(tiny_world, tiny_model, tmp_p
     n_sel = cur["selection"]["out"]
     assert rates["curated"]["records"] == rates["random"]["s0"]["records"] == n_sel < n_corpus
     assert set(cur["reward_models"]) == {"question", "answer"}
+    for rm in cur["reward_models"].values():
+        ceiling = rm["annotation_noise_ceiling"]  # what a judge knowing the truth would score
+        assert ceiling["pairs"] == rm["held_out_pairs"]
+        assert ceiling["truth_agrees"] <= ceiling["ceiling"] <= 1
+        assert abs(ceiling["ceiling"] - ceiling["truth_agrees"] - ceiling["truth_ties"] / 2) < 1e-3
     counts = cur["rewrite"]["counts"]
     assert counts["records"] == 2
     assert counts["rewritten"] + counts["kept"] + counts["rejected"] == counts["answers"]

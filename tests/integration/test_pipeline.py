@@ -23,7 +23,7 @@ stages: [world, base, sft, eval, report]
 world: {{seed: 11, pretrain_images: 40, corpus_images: 40, annotation_images: 10,
         bench_images: 8}}
 base: {{checkpoint: {ckpt}}}
-sft: {{max_steps: 2, batch_size: 4, limit: 8, lr: 1.0e-3}}
+sft: {{max_steps: 2, batch_size: 4, lr: 1.0e-3, data: [corpus.json, clean.json:6]}}
 eval: {{benches: [pope, vqa], limit: 2, batch_size: 32, device: cpu}}
 """
 
@@ -57,6 +57,8 @@ def test_run_skips_what_is_done_and_reruns_what_changed(tmp_path, tiny_checkpoin
     for name in STAGES:
         assert read_manifest(run / name)["status"] == "done", name
         assert f"done {name} in" in out
+    mix = json.loads((run / "sft" / "mix" / "clean-6.json").read_text())  # the FILE:N subset
+    assert len(mix) == 6 and all(r["image"].startswith("images/") for r in mix)
     assert "pope F1 random" in out and "\nsft " in out  # the results table
     assert read_manifest(run / "base")["outputs"]["model"] == str(tiny_checkpoint.resolve())
     final = run / "sft" / "final" / "model.safetensors"
@@ -98,6 +100,8 @@ def test_run_skips_what_is_done_and_reruns_what_changed(tmp_path, tiny_checkpoin
     (["--only", "sfft"], "--only sfft: not a stage of"),
     (["sft.data=[/no/such/corpus.json]"], "tiny.yaml: sft.data: /no/such/corpus.json: file "
                                            "not found"),
+    (["sft.data=[/abs/corpus.json,clean.json:5]"], "a FILE:N subset trains with the world as "
+                                                    "image root"),
 ])
 def test_errors_exit_2_with_one_line(tmp_path, tiny_checkpoint, extra, message):
     recipe = tmp_path / "tiny.yaml"

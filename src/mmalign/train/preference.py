@@ -47,7 +47,7 @@ from mmalign.train.preference_data import (
     preflight_samples,
 )
 from mmalign.train.ref_cache import RefLogpCache, model_fingerprint
-from mmalign.train.resume import load_checkpoint_weights, resume_point
+from mmalign.train.resume import load_checkpoint_weights, resume_point, train_or_finish
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +497,8 @@ def train_preference(cfg: PreferenceRunConfig) -> Path:
     last = resume_point(out, cfg.resume)
     if last:
         log.info("resuming from %s", last)
-    trainer.train(resume_from_checkpoint=last)
+    # build_trainer restored a full checkpoint's weights already; LoRA's go through Trainer
+    train_or_finish(trainer, last, cfg.max_steps, weights_loaded=not cfg.lora)
 
     final = out / "final"
     if trainer.is_world_process_zero():

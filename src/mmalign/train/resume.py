@@ -40,3 +40,22 @@ def load_checkpoint_weights(model, checkpoint: str | Path | None) -> bool:
     model.load_state_dict(saved.state_dict(), strict=True)
     log.info("weights restored from %s", folder)
     return True
+
+
+def train_or_finish(trainer, checkpoint: str | None, max_steps: int, weights_loaded: bool
+                    ) -> None:
+    """`trainer.train(resume_from_checkpoint=checkpoint)`, except for a run cut after its last
+    checkpoint but before its final save: Trainer resumed at global_step == max_steps in the
+    middle of an epoch trains one more step (seen with transformers 5: a 2-step run ended at
+    step 3), so when the weights are already restored the saved state is taken as it is."""
+    if checkpoint is not None and max_steps > 0 and weights_loaded:
+        from transformers import TrainerState
+
+        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        if state.global_step >= max_steps:
+            log.info("%s is the last step (%d); nothing left to train", checkpoint, max_steps)
+            state.log_history.append({"step": state.global_step, "epoch": state.epoch,
+                                      "resumed_at_the_end_from": str(checkpoint)})
+            trainer.state = state
+            return
+    trainer.train(resume_from_checkpoint=checkpoint)

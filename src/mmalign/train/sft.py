@@ -150,7 +150,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
-    from mmalign.train.resume import load_checkpoint_weights, resume_point
+    from mmalign.train.resume import load_checkpoint_weights, resume_point, train_or_finish
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,8 +181,8 @@ def train_sft(cfg: SFTRunConfig) -> Path:
 
     model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32)
     last = resume_point(out, cfg.resume)
-    if not cfg.lora:
-        load_checkpoint_weights(model, last)  # Trainer's own resume loads none (resume.py)
+    # Trainer's own resume loads none of a full checkpoint's weights (resume.py)
+    restored = not cfg.lora and load_checkpoint_weights(model, last)
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig
@@ -208,7 +208,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
                          processing_class=processor, peft_config=peft_config)
     if last:
         log.info("resuming from %s", last)
-    trainer.train(resume_from_checkpoint=last)
+    train_or_finish(trainer, last, cfg.max_steps, restored)
 
     final = out / "final"
     model = trainer.model

@@ -384,9 +384,8 @@ def _sft_external_data(r: Recipe) -> dict[str, Path]:
 
 
 def _sft_run(ctx: StageContext) -> StageResult:
-    from mmalign.train.sft import SFTRunConfig, train_sft
-
     from mmalign.experiments import mix_files
+    from mmalign.train.sft import SFTRunConfig, train_sft
 
     s = ctx.recipe.sft
     world = ctx.path("world", "world")

@@ -64,6 +64,7 @@ from mmalign.experiments import (
     ensure_world,
     evaluate_model,
     load_settings,
+    mix_files,
     recipe_main,
     repo_path,
     show_row,
@@ -438,7 +439,8 @@ def train_variant(exp: Align2LLaVAExperiment, variant: str, seed: int, data: Pat
     from mmalign.train.sft import SFTRunConfig, train_sft
 
     cfg = SFTRunConfig(
-        model=str(repo_path(exp.base)), data=[str(data), *(str(world / f) for f in exp.sft_mix)],
+        model=str(repo_path(exp.base)),
+        data=[str(data), *mix_files(world, exp.sft_mix, run.parent)],
         image_root=str(world),
         output_dir=str(run), max_steps=exp.steps, per_device_train_batch_size=exp.batch_size,
         learning_rate=exp.lr, max_length=exp.max_length, seed=seed,

@@ -58,6 +58,7 @@ from mmalign.experiments import (
     ensure_world,
     evaluate_model,
     load_settings,
+    mix_files,
     recipe_main,
     repo_path,
     show_row,
@@ -153,7 +154,7 @@ def sft_model(exp: PovidExperiment, world: Path, out: Path) -> Path:
     from mmalign.train.sft import SFTRunConfig, train_sft
 
     cfg = SFTRunConfig(
-        model=str(base), data=[str(world / f) for f in [exp.sft_data, *exp.sft_mix]],
+        model=str(base), data=[str(world / exp.sft_data), *mix_files(world, exp.sft_mix, out)],
         image_root=str(world),
         output_dir=str(out / "sft"), max_steps=exp.sft_steps,
         per_device_train_batch_size=exp.sft_batch_size, learning_rate=exp.sft_lr, seed=0,

@@ -26,7 +26,11 @@ from mmalign.world.scene import Scene
 
 POPE_SPLITS = ("random", "popular", "adversarial")
 POPE_QUESTION = "Is there a {shape} in the image?"
-CHAIR_PROMPT = "Describe this image in detail."
+# The corpus's (LLaVA's) detailed-description instruction: CHAIR scores the descriptions that
+# instruction data teaches. "Describe this image in detail." drew the tiny model's short
+# clean-set captions ("Describe the image.") instead, which no instruction corpus changes: the
+# defective and clean corpora gave the same CHAIR (docs/results.md, "Defect gap").
+CHAIR_PROMPT = "Describe the following image in detail."
 VQA_KINDS = ("color", "count", "position", "shape_at", "size", "total", "relation_yn")
 MC_KINDS = ("color", "count", "shape_at", "total", "size")
 

@@ -85,7 +85,7 @@ def test_align2llava_bench_end_to_end_then_resumes(tiny_world, tiny_model, tmp_p
     args = [str(RECIPE), f"world={tiny_world}", f"base={tiny_model}", f"out={out}",
             "seeds=[0]", "rm_steps=2", "rm_batch_size=4", "steps=2", "batch_size=4",
             "rewrite_limit=2", "rewrite_max_new_tokens=8", "eval_limit=2",
-            "eval_batch_size=8", "device=cpu"]
+            "eval_batch_size=8", "device=cpu", "sft_mix=[clean.json:16]"]
     assert a2l.main(args) == 0
 
     runs = json.loads((out / "align2llava.json").read_text())["runs"]

@@ -71,8 +71,9 @@ def test_quickstart_numbers_are_where_the_brief_says():
     r = load_recipe(REPO / "recipes" / "quickstart.yaml")
     assert r.name == "quickstart" and r.stages == ["world", "base", "sft", "eval", "report"]
     assert r.base.checkpoint == "checkpoints/tiny-base" and r.base.train is False
-    assert (r.sft.data, r.sft.lora, r.sft.max_steps, r.sft.batch_size, r.sft.lr) == \
-        (["corpus.json"], False, 150, 32, 2e-4)
+    assert (r.sft.data, r.sft.lora, r.sft.freeze_vision_tower, r.sft.max_steps,
+            r.sft.batch_size, r.sft.lr) == \
+        (["corpus.json", "clean.json:8000"], False, True, 150, 32, 2e-4)
     assert (r.eval.benches, r.eval.limit, r.eval.batch_size, r.eval.device) == \
         (["pope", "vqa", "mc", "chair"], 100, 32, "cpu")
     assert asdict(r.world) == asdict(Recipe().world)  # world defaults

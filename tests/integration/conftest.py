@@ -24,9 +24,7 @@ def small_tiny_config() -> dict:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mworld") / "w"
-    # 80 corpus images: with 70% of records defective, 40 left no clean detail record for
-    # the align2llava bench's oracle set to draw.
-    make_world(out, WorldConfig(seed=11, pretrain_images=40, corpus_images=80,
+    make_world(out, WorldConfig(seed=11, pretrain_images=40, corpus_images=40,
                                 annotation_images=5, bench_images=12), log=lambda _: None)
     return out
 

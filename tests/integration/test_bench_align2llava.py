@@ -80,7 +80,20 @@ def test_defect_rate_counts_records_with_any_label():
         a2l.defect_rate(["zz"], truth)
 
 
-def test_align2llava_bench_end_to_end_then_resumes(tiny_world, tiny_model, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def a2l_world(tmp_path_factory) -> Path:
+    """The shared tiny world with 80 corpus images: with 70% of records defective, its 40
+    leave the oracle set no clean detail record to draw."""
+    from mmalign.world.make import WorldConfig, make_world
+
+    out = tmp_path_factory.mktemp("a2lworld") / "w"
+    make_world(out, WorldConfig(seed=11, pretrain_images=40, corpus_images=80,
+                                annotation_images=5, bench_images=12), log=lambda _: None)
+    return out
+
+
+def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_path, capsys):
+    tiny_world = a2l_world
     out = tmp_path / "a2l"
     args = [str(RECIPE), f"world={tiny_world}", f"base={tiny_model}", f"out={out}",
             "seeds=[0]", "rm_steps=2", "rm_batch_size=4", "steps=2", "batch_size=4",

@@ -123,6 +123,7 @@ class Align2LLaVAExperiment:
     batch_size: int = 32
     lr: float = 2e-4
     max_length: int = 512
+    freeze_vision_tower: bool = False  # as LLaVA-1.5's SFT (and the defect-gap bench) do
     # World files added to every variant's SFT data (e.g. [clean.json]): the rest of a
     # LLaVA-1.5-style mix. The paper replaced LLaVA-Instruct-158k inside the 665k mix by the
     # curated set and kept the rest; [] trains on the variant's set alone.
@@ -444,6 +445,7 @@ def train_variant(exp: Align2LLaVAExperiment, variant: str, seed: int, data: Pat
         image_root=str(world),
         output_dir=str(run), max_steps=exp.steps, per_device_train_batch_size=exp.batch_size,
         learning_rate=exp.lr, max_length=exp.max_length, seed=seed,
+        freeze_vision_tower=exp.freeze_vision_tower,
         logging_steps=max(1, min(10, exp.steps // 4)), save_steps=max(50, exp.steps // 2))
     check_settings(run / "run.json", {"variant": variant, **asdict(cfg)})
     final = run / "final"

@@ -180,6 +180,28 @@ def repo_path(p: str | Path) -> Path:
     return root / here
 
 
+def bench_module(name: str):
+    """bench/NAME.py of the source checkout, imported as module `bench_NAME` (the benches are
+    scripts, not package modules; tests and notebooks reach their functions through this)."""
+    import importlib.util
+    import sys
+
+    from mmalign.pipeline import repo_root
+
+    module_name = f"bench_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    root = repo_root()
+    if root is None:
+        raise FileNotFoundError(f"bench/{name}.py: the benches live in the source checkout, "
+                                "and this mmalign is not running from one")
+    spec = importlib.util.spec_from_file_location(module_name, root / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
 def ensure_world(path: str | Path, seed: int = 0, needed: str = "corpus.json",
                  log: Any = print) -> Path:
     """The experiment's world folder (see `repo_path`), made with the default WorldConfig and

@@ -383,18 +383,22 @@ def _sft_external_data(r: Recipe) -> dict[str, Path]:
             if Path(p).expanduser().is_absolute()}
 
 
+def _has_subset(data: list[str]) -> bool:
+    """Does sft.data name a FILE:N subset (experiments.mix_files)?"""
+    return any(":" in Path(p).name for p in data)
+
+
 def _sft_run(ctx: StageContext) -> StageResult:
     from mmalign.experiments import mix_files
     from mmalign.train.sft import SFTRunConfig, train_sft
 
     s = ctx.recipe.sft
     world = ctx.path("world", "world")
-    subsets = [p for p in s.data if ":" in Path(p).name]
     cfg = SFTRunConfig(
         model=str(ctx.path("base", "model")),
         # absolute paths stay; "FILE:N" subsets keep world-relative image paths, hence the root
         data=mix_files(world, [str(Path(p).expanduser()) for p in s.data], ctx.out),
-        image_root=str(world) if subsets else None,
+        image_root=str(world) if _has_subset(s.data) else None,
         output_dir=str(ctx.out), num_train_epochs=s.epochs, max_steps=s.max_steps,
         per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
         learning_rate=s.lr, lr_scheduler_type=s.lr_scheduler, warmup_ratio=s.warmup_ratio,
@@ -412,7 +416,7 @@ def _sft_run(ctx: StageContext) -> StageResult:
 
 
 def _sft_check(r: Recipe) -> None:
-    if any(":" in Path(p).name for p in r.sft.data):
+    if _has_subset(r.sft.data):
         outside = [p for p in r.sft.data if Path(p).expanduser().is_absolute()]
         if outside:
             raise RecipeError(f"{r.source}: sft.data: a FILE:N subset trains with the world "

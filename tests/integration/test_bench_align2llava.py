@@ -4,31 +4,21 @@ rates, a rerun redoes nothing) and its recipe loading."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from mmalign.config import RecipeError
+from mmalign.experiments import bench_module
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "align2llava.yaml"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_align2llava",
-                                                  REPO / "bench" / "align2llava.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-a2l = _load_bench()
+a2l = bench_module("align2llava")
 
 
 def test_shipped_recipe_loads():

@@ -4,31 +4,22 @@ its recipe, and SteerLM's question rewriting at inference."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 from mmalign.backends.base import GenRequest
 from mmalign.config import RecipeError
+from mmalign.experiments import bench_module
 from mmalign.records import Turn
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "mmdpo.yaml"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_mmdpo", REPO / "bench" / "mmdpo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the recipe's dataclasses resolve their types through it
-    spec.loader.exec_module(module)
-    return module
-
-
-mmdpo = _load_bench()
+mmdpo = bench_module("mmdpo")
 
 
 def test_shipped_recipe_loads_and_overrides_are_typed(tmp_path):

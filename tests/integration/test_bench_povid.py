@@ -3,30 +3,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from mmalign.config import RecipeError
+from mmalign.experiments import bench_module
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "povid.yaml"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_povid", REPO / "bench" / "povid.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-povid = _load_bench()
+povid = bench_module("povid")
 
 
 def test_shipped_recipe_loads():

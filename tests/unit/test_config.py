@@ -43,14 +43,9 @@ EXPERIMENTS = {"align2llava": "load_experiment", "povid": "load_experiment",
 
 
 def _bench_loader(name: str):
-    import importlib.util
-    import sys
+    from mmalign.experiments import bench_module
 
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return getattr(module, EXPERIMENTS[name])
+    return getattr(bench_module(name), EXPERIMENTS[name])
 
 
 def test_every_shipped_recipe_loads_and_passes_its_checks():

@@ -89,6 +89,9 @@ class Align2LLaVAExperiment:
     base: str = "checkpoints/tiny-base"  # the backbone of both RMs and the start of every SFT
     out: str = "runs/align2llava"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # Training sets to train and evaluate (null: all of VARIANTS). A subset lets the arms run
+    # in separate processes; a last run with all of them prints the whole table.
+    only: list[str] | None = None
 
     # --- reward models (RewardTrainConfig fields of the same meaning), both trained alike
     rm_steps: int = 300
@@ -145,9 +148,15 @@ class Align2LLaVAExperiment:
             raise RecipeError("steps and rm_steps must be >= 1")
         if self.rewrite_limit is not None and self.rewrite_limit < 1:
             raise RecipeError("rewrite_limit must be >= 1 or null (all)")
+        unknown = sorted(set(self.only or ()) - set(VARIANTS))
+        if unknown:
+            raise RecipeError(f"only: unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+        if not self.rewrite and "curated_rewrite" in (self.only or ()):
+            raise RecipeError("only: curated_rewrite needs rewrite: true")
 
     def variants(self) -> list[str]:
-        return [v for v in VARIANTS if self.rewrite or v != "curated_rewrite"]
+        return [v for v in VARIANTS if (self.rewrite or v != "curated_rewrite")
+                and (self.only is None or v in self.only)]
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
@@ -248,36 +257,76 @@ def read_truth(world: Path) -> dict[str, list[str]]:
     return truth
 
 
-def annotation_ceiling(world: Path, kind: str, eval_pairs: Path) -> dict[str, Any]:
-    """How well a judge that knew every candidate's noiseless quality (the world's truth file;
-    measurement only) would score on an RM's held-out annotation pairs, ties in the truth
-    broken at random: the ceiling the annotator noise puts on held-out pairwise accuracy.
-    Also the share of pairs whose order is noise alone (equal true quality)."""
+def held_out_scores(kind: str, world: Path, rm_dir: Path, pairs: list[dict],
+                    batch_size: int = 32) -> list[dict]:
+    """The RM's scores of its held-out pairs: rm_dir/eval_scores.jsonl (written by training),
+    or, for an RM trained before that file existed, scored now with rm_dir/final and kept."""
+    path = rm_dir / "eval_scores.jsonl"
+    if not path.is_file():
+        from mmalign.curate.reward_train import write_eval_scores
+        from mmalign.models.reward import RewardInput, VLMRewardModel
+
+        log.info("%s RM: scoring its %d held-out pairs for the truth measurement", kind,
+                 len(pairs))
+        rm = VLMRewardModel.from_pretrained(rm_dir / "final")
+        better, worse = (rm.score([RewardInput([world / p["image"]], p[k]) for p in pairs],
+                                  batch_size) for k in ("better", "worse"))
+        write_eval_scores(path, [float(x) for x in better], [float(x) for x in worse])
+    with open(path, encoding="utf-8") as f:
+        scores = [json.loads(line) for line in f if line.strip()]
+    if len(scores) != len(pairs):
+        raise ValueError(f"{path}: {len(scores)} scores for {len(pairs)} held-out pairs")
+    return scores
+
+
+def against_truth(world: Path, kind: str, rm_dir: Path) -> dict[str, Any]:
+    """The RM's held-out annotation pairs measured against the candidates' noiseless quality
+    (the world's truth file; measurement only):
+      ceiling          how well a judge that knew every true quality would score on the
+                       annotators' (noisy) order, truth ties broken at random: the ceiling the
+                       annotator noise puts on held-out pairwise accuracy; truth_ties is the
+                       share of pairs whose order is noise alone;
+      truth_order      the RM's accuracy on the true order, over the pairs whose true
+                       qualities differ (ties left out);
+      by_defect        truth_order per defect label(s) of the truly worse candidate."""
     from mmalign.curate.annotations import read_annotations, rm_text
 
     groups = {g.id: g for g in read_annotations(world / "annotations" / f"{kind}s.jsonl",
                                                 image_root=world, check_images=False)}
-    quality = {}
+    truth = {}
     with open(world / "truth" / "annotations.jsonl", encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
             if row["file"] == f"{kind}s.jsonl":
-                quality[row["id"]] = [c["quality"] for c in row["candidates"]]
-    agree = ties = n = 0
-    with open(eval_pairs, encoding="utf-8") as f:
-        for line in f:
-            pair = json.loads(line)
-            if pair["origin"] != "annotation":
-                continue
-            g = groups[pair["group"]]
-            index = {rm_text(g, c): i for i, c in enumerate(g.candidates)}
-            qb, qw = (quality[g.id][index[pair[k]]] for k in ("better", "worse"))
-            n += 1
-            agree += qb > qw
-            ties += qb == qw
+                truth[row["id"]] = row["candidates"]
+    with open(rm_dir / "eval_pairs.jsonl", encoding="utf-8") as f:
+        pairs = [p for p in map(json.loads, filter(str.strip, f)) if p["origin"] == "annotation"]
+    scores = held_out_scores(kind, world, rm_dir, pairs)
+    agree = ties = right = 0
+    by_defect: dict[str, list[int]] = {}
+    for pair, score in zip(pairs, scores, strict=True):
+        g = groups[pair["group"]]
+        index = {rm_text(g, c): i for i, c in enumerate(g.candidates)}
+        tb, tw = (truth[g.id][index[pair[k]]] for k in ("better", "worse"))
+        agree += tb["quality"] > tw["quality"]
+        ties += tb["quality"] == tw["quality"]
+        if tb["quality"] == tw["quality"]:
+            continue
+        ok = (score["better_score"] > score["worse_score"]) == (tb["quality"] > tw["quality"])
+        right += ok
+        low = tw if tb["quality"] > tw["quality"] else tb
+        labels = low.get("defects", [low.get("defect")])  # question sets: a list
+        key = "+".join(sorted({str(x) for x in labels})) or "None"
+        by_defect.setdefault(key, [0, 0])
+        by_defect[key][0] += ok
+        by_defect[key][1] += 1
+    n, ordered = len(pairs), len(pairs) - ties
     return {"pairs": n, "truth_agrees": round(agree / max(n, 1), 4),
             "truth_ties": round(ties / max(n, 1), 4),
-            "ceiling": round((agree + ties / 2) / max(n, 1), 4)}
+            "ceiling": round((agree + ties / 2) / max(n, 1), 4),
+            "truth_order": {"pairs": ordered, "accuracy": round(right / max(ordered, 1), 4)},
+            "by_defect": {k: {"pairs": c, "accuracy": round(r / c, 4)}
+                          for k, (r, c) in sorted(by_defect.items(), key=lambda x: -x[1][1])}}
 
 
 def defect_rate(ids: list[str], truth: dict[str, list[str]]) -> dict[str, Any]:
@@ -399,8 +448,7 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
             "held_out_pairwise_accuracy": r["eval_pairwise_accuracy"],
             "before_training": r["eval_pairwise_accuracy_before"],
             "held_out_pairs": r["pairs"]["eval"]["annotation"],
-            "annotation_noise_ceiling": annotation_ceiling(
-                world, kind, out / f"rm_{kind}" / "eval_pairs.jsonl"),
+            "against_truth": against_truth(world, kind, out / f"rm_{kind}"),
             "train_pairs": r["pairs"]["train"]["annotation"] + r["pairs"]["train"]["augmented"],
             "steps": r["steps"], "seconds": r["seconds"]} for kind, r in reports.items()},
         "scoring": {"records": scored["counts"]["out"], "rejected": scored["counts"]["rejected"],

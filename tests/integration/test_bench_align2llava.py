@@ -28,6 +28,8 @@ def test_shipped_recipe_loads():
     assert exp.variants() == ["full", "curated", "random", "curated_rewrite", "oracle"]
     assert a2l.load_experiment(RECIPE, ["rewrite=false"]).variants() == [
         "full", "curated", "random", "oracle"]
+    # `only` picks arms (in the table's order) so they can run in separate processes
+    assert a2l.load_experiment(RECIPE, ["only=[oracle,full]"]).variants() == ["full", "oracle"]
 
 
 @pytest.mark.parametrize("where", ["file", "override"])
@@ -45,6 +47,10 @@ def test_bad_values_are_errors():
         a2l.load_experiment(RECIPE, ["alpha=0"])
     with pytest.raises(RecipeError, match="rm_lr.*number"):
         a2l.load_experiment(RECIPE, ["rm_lr=fast"])
+    with pytest.raises(RecipeError, match=r"only: unknown variant.*curatd"):
+        a2l.load_experiment(RECIPE, ["only=[full,curatd]"])
+    with pytest.raises(RecipeError, match="curated_rewrite needs rewrite"):
+        a2l.load_experiment(RECIPE, ["rewrite=false", "only=[curated_rewrite]"])
 
 
 def test_draw_like_matches_category_counts_and_is_seeded():
@@ -114,10 +120,15 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
     assert rates["curated"]["records"] == rates["random"]["s0"]["records"] == n_sel < n_corpus
     assert set(cur["reward_models"]) == {"question", "answer"}
     for rm in cur["reward_models"].values():
-        ceiling = rm["annotation_noise_ceiling"]  # what a judge knowing the truth would score
-        assert ceiling["pairs"] == rm["held_out_pairs"]
-        assert ceiling["truth_agrees"] <= ceiling["ceiling"] <= 1
-        assert abs(ceiling["ceiling"] - ceiling["truth_agrees"] - ceiling["truth_ties"] / 2) < 1e-3
+        truth = rm["against_truth"]  # measured against the candidates' noiseless quality
+        assert truth["pairs"] == rm["held_out_pairs"]
+        assert truth["truth_agrees"] <= truth["ceiling"] <= 1
+        assert abs(truth["ceiling"] - truth["truth_agrees"] - truth["truth_ties"] / 2) < 1e-3
+        ordered = truth["truth_order"]
+        assert ordered["pairs"] == round(truth["pairs"] * (1 - truth["truth_ties"]))
+        assert sum(d["pairs"] for d in truth["by_defect"].values()) == ordered["pairs"]
+        right = sum(d["pairs"] * d["accuracy"] for d in truth["by_defect"].values())
+        assert abs(right / ordered["pairs"] - ordered["accuracy"]) < 1e-3
     counts = cur["rewrite"]["counts"]
     assert counts["records"] == 2
     assert counts["rewritten"] + counts["kept"] + counts["rejected"] == counts["answers"]
@@ -132,7 +143,12 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
               *(out / f"{v}-s0" / "final" / "model.safetensors"
                 for v in ("full", "curated", "random", "curated_rewrite", "oracle"))]
     stamps = [f.stat().st_mtime_ns for f in finals]
+    # an RM folder from before eval_scores.jsonl existed: the measurement scores it again
+    (out / "rm_answer" / "eval_scores.jsonl").unlink()
     assert a2l.main(args) == 0
+    again = json.loads((out / "curation.json").read_text())
+    assert again["reward_models"]["answer"]["against_truth"] == \
+        cur["reward_models"]["answer"]["against_truth"]
     assert [f.stat().st_mtime_ns for f in finals] == stamps
     assert json.loads((out / "align2llava.json").read_text())["runs"] == runs
 

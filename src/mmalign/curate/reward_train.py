@@ -7,7 +7,8 @@ Steps: read the annotation groups (any accepted layout, `curate.annotations`), h
 fraction of the groups (by image, so no text of a held-out image is trained on), build
 (better, worse) pairs with augmentation on the training side only (held-out accuracy is
 measured on real human pairs), train with -log sigmoid(s_better - s_worse), report held-out
-pairwise accuracy before and after training, and save the reward model with its head to
+pairwise accuracy before and after training (the trained RM's score of each held-out pair in
+`eval_scores.jsonl`, beside `eval_pairs.jsonl`), and save the reward model with its head to
 `output_dir/final`.
 
 The loss goes through `Trainer.compute_loss` (a public hook), so `accelerate launch`, gradient
@@ -147,17 +148,34 @@ def load_groups(cfg: RewardTrainConfig) -> tuple[list[AnnotationGroup], dict[str
     return groups, roots
 
 
-def held_out_accuracy(rm, pairs: list[RewardPair], roots: dict[str, Path],
-                      batch_size: int) -> float:
-    from mmalign.models.reward import RewardInput, pairwise_accuracy
+def held_out_scores(rm, pairs: list[RewardPair], roots: dict[str, Path],
+                    batch_size: int) -> tuple[list[float], list[float]]:
+    """The RM's scores of every pair's better and worse side, in pair order."""
+    from mmalign.models.reward import RewardInput
 
     if not pairs:
-        return float("nan")
+        return [], []
     better = rm.score([RewardInput([roots[p.group] / p.image], p.better) for p in pairs],
                       batch_size)
     worse = rm.score([RewardInput([roots[p.group] / p.image], p.worse) for p in pairs],
                      batch_size)
-    return pairwise_accuracy(better, worse)
+    return [float(x) for x in better], [float(x) for x in worse]
+
+
+def held_out_accuracy(rm, pairs: list[RewardPair], roots: dict[str, Path],
+                      batch_size: int) -> float:
+    from mmalign.models.reward import pairwise_accuracy
+
+    better, worse = held_out_scores(rm, pairs, roots, batch_size)
+    return pairwise_accuracy(better, worse) if pairs else float("nan")
+
+
+def write_eval_scores(path: Path, better: list[float], worse: list[float]) -> None:
+    """One line per held-out pair (eval_pairs.jsonl's order): the trained RM's two scores, so
+    later measurements (per defect type, against another order) need no rescoring."""
+    with open(path, "w", encoding="utf-8") as f:
+        for b, w in zip(better, worse, strict=True):
+            f.write(json.dumps({"better_score": round(b, 6), "worse_score": round(w, 6)}) + "\n")
 
 
 def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
@@ -230,7 +248,11 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     if resume_from:
         log.info("%s RM: resuming from %s", kind, resume_from)
     train_out = trainer.train(resume_from_checkpoint=resume_from)
-    acc_after = held_out_accuracy(rm, eval_pairs, roots, cfg.eval_batch_size)
+    from mmalign.models.reward import pairwise_accuracy
+
+    better, worse = held_out_scores(rm, eval_pairs, roots, cfg.eval_batch_size)
+    acc_after = pairwise_accuracy(better, worse) if eval_pairs else float("nan")
+    write_eval_scores(out / "eval_scores.jsonl", better, worse)
 
     final = rm.save_pretrained(out / "final")
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]

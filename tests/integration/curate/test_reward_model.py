@@ -52,9 +52,19 @@ def test_a_few_training_steps_learn_something(tiny_model, tiny_world, tmp_path, 
     assert math.isfinite(report["train_loss"]) and math.isfinite(report["last_logged_loss"])
     assert 0.0 <= report["eval_pairwise_accuracy"] <= 1.0
     assert report["pairs"]["eval"]["annotation"] > 0 and report["groups"]["eval"] == 1
+    # the held-out scores are kept per pair, in eval_pairs.jsonl's order, and give the accuracy
+    out = tmp_path / kind
+    scores = [json.loads(line) for line in (out / "eval_scores.jsonl").read_text().splitlines()]
+    pairs = [json.loads(line) for line in (out / "eval_pairs.jsonl").read_text().splitlines()]
+    assert len(scores) == len(pairs) == report["pairs"]["eval"]["annotation"]
+    right = sum(s["better_score"] > s["worse_score"] for s in scores) / len(scores)
+    assert right == pytest.approx(report["eval_pairwise_accuracy"], abs=1e-4)
     start = VLMRewardModel.from_backbone(tiny_model, seed=1)
     final = VLMRewardModel.from_pretrained(report["final"])
     assert final.info["kind"] == kind
+    first = pairs[0]
+    again = final.score([RewardInput([tiny_world / first["image"]], first["better"])])
+    assert again[0] == pytest.approx(scores[0]["better_score"], abs=1e-4)
     assert not torch.equal(start.head.weight, final.head.weight)
     before, after = start.backbone.state_dict(), final.backbone.state_dict()
     text = [k for k in before if "language_model" in k]

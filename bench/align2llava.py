@@ -30,9 +30,12 @@ Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
                        truth file: the upper bound of any curation.
  6. SFT. `base` is fine-tuned on each set (plus the `sft_mix` files, if any, the same for
     every set) for `steps` steps of `batch_size` records: the same number of samples seen
-    for every set. The 9% sets are therefore seen for several epochs
-    (steps * batch_size / their size) while the full corpus is seen for a fraction of one;
-    that is the comparison the paper makes (a smaller set, not a smaller budget).
+    for every set. Without a mix the 9% sets are seen for several epochs (steps *
+    batch_size / their size) while the full corpus is seen for a fraction of one; with a mix
+    the 9% set is a small share of every batch, as the curated 14k is of the paper's 665k
+    mix (a smaller set, not a smaller budget). The share sets how much any set's quality can
+    show: with `clean.json:8000` the oracle-clean 9% scored level with a random 9%
+    (docs/results.md).
  7. Evaluation. `base` and every run on POPE (F1 per split), VQA, mc (CircularEval accuracy)
     and CHAIR, the first `eval_limit` benchmark images.
 

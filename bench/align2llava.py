@@ -260,21 +260,22 @@ def read_truth(world: Path) -> dict[str, list[str]]:
     return truth
 
 
-def held_out_scores(kind: str, world: Path, rm_dir: Path, pairs: list[dict],
-                    batch_size: int = 32) -> list[dict]:
-    """The RM's scores of its held-out pairs: rm_dir/eval_scores.jsonl (written by training),
-    or, for an RM trained before that file existed, scored now with rm_dir/final and kept."""
+def rm_eval_scores(kind: str, world: Path, rm_dir: Path, pairs: list[dict]) -> list[dict]:
+    """The RM's scores of all its held-out pairs (eval_pairs.jsonl's order): rm_dir/
+    eval_scores.jsonl (written by training), or, for an RM trained before that file existed,
+    scored now by training's own `held_out_scores` with rm_dir/final and kept."""
     path = rm_dir / "eval_scores.jsonl"
     if not path.is_file():
-        from mmalign.curate.reward_train import write_eval_scores
-        from mmalign.models.reward import RewardInput, VLMRewardModel
+        from mmalign.curate.annotations import RewardPair
+        from mmalign.curate.reward_train import held_out_scores, write_eval_scores
+        from mmalign.models.reward import VLMRewardModel
 
         log.info("%s RM: scoring its %d held-out pairs for the truth measurement", kind,
                  len(pairs))
-        rm = VLMRewardModel.from_pretrained(rm_dir / "final")
-        better, worse = (rm.score([RewardInput([world / p["image"]], p[k]) for p in pairs],
-                                  batch_size) for k in ("better", "worse"))
-        write_eval_scores(path, [float(x) for x in better], [float(x) for x in worse])
+        held_out = [RewardPair(**p) for p in pairs]
+        roots = dict.fromkeys((p.group for p in held_out), world)
+        write_eval_scores(path, *held_out_scores(VLMRewardModel.from_pretrained(
+            rm_dir / "final"), held_out, roots, batch_size=32))
     with open(path, encoding="utf-8") as f:
         scores = [json.loads(line) for line in f if line.strip()]
     if len(scores) != len(pairs):
@@ -303,11 +304,14 @@ def against_truth(world: Path, kind: str, rm_dir: Path) -> dict[str, Any]:
             if row["file"] == f"{kind}s.jsonl":
                 truth[row["id"]] = row["candidates"]
     with open(rm_dir / "eval_pairs.jsonl", encoding="utf-8") as f:
-        pairs = [p for p in map(json.loads, filter(str.strip, f)) if p["origin"] == "annotation"]
-    scores = held_out_scores(kind, world, rm_dir, pairs)
-    agree = ties = right = 0
+        pairs = [json.loads(line) for line in f if line.strip()]
+    scores = rm_eval_scores(kind, world, rm_dir, pairs)
+    n = agree = ties = right = 0
     by_defect: dict[str, list[int]] = {}
     for pair, score in zip(pairs, scores, strict=True):
+        if pair["origin"] != "annotation":
+            continue  # only real annotation pairs have a truth (held-out ones all are)
+        n += 1
         g = groups[pair["group"]]
         index = {rm_text(g, c): i for i, c in enumerate(g.candidates)}
         tb, tw = (truth[g.id][index[pair[k]]] for k in ("better", "worse"))
@@ -323,7 +327,7 @@ def against_truth(world: Path, kind: str, rm_dir: Path) -> dict[str, Any]:
         by_defect.setdefault(key, [0, 0])
         by_defect[key][0] += ok
         by_defect[key][1] += 1
-    n, ordered = len(pairs), len(pairs) - ties
+    ordered = n - ties
     return {"pairs": n, "truth_agrees": round(agree / max(n, 1), 4),
             "truth_ties": round(ties / max(n, 1), 4),
             "ceiling": round((agree + ties / 2) / max(n, 1), 4),

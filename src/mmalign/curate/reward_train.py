@@ -166,8 +166,7 @@ def held_out_accuracy(rm, pairs: list[RewardPair], roots: dict[str, Path],
                       batch_size: int) -> float:
     from mmalign.models.reward import pairwise_accuracy
 
-    better, worse = held_out_scores(rm, pairs, roots, batch_size)
-    return pairwise_accuracy(better, worse) if pairs else float("nan")
+    return pairwise_accuracy(*held_out_scores(rm, pairs, roots, batch_size))  # nan if none
 
 
 def write_eval_scores(path: Path, better: list[float], worse: list[float]) -> None:
@@ -251,7 +250,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     from mmalign.models.reward import pairwise_accuracy
 
     better, worse = held_out_scores(rm, eval_pairs, roots, cfg.eval_batch_size)
-    acc_after = pairwise_accuracy(better, worse) if eval_pairs else float("nan")
+    acc_after = pairwise_accuracy(better, worse)
     write_eval_scores(out / "eval_scores.jsonl", better, worse)
 
     final = rm.save_pretrained(out / "final")

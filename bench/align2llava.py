@@ -66,6 +66,7 @@ from mmalign.experiments import (
     check_settings,
     ensure_world,
     evaluate_model,
+    field_defaults,
     load_settings,
     mix_files,
     recipe_main,
@@ -98,7 +99,8 @@ class Align2LLaVAExperiment:
 
     # --- reward models (RewardTrainConfig fields of the same meaning), both trained alike
     rm_steps: int = 300
-    rm_batch_size: int = 8  # pairs per step (2x rows per forward)
+    rm_batch_size: int = 8  # pairs per step (2x rows per forward); groups with rm_group_pairs
+    rm_group_pairs: bool = False  # batch by annotation group, each text encoded once
     rm_lr: float = 3e-4
     rm_lora: bool = False  # false: full fine-tuning
     rm_lora_r: int = 16
@@ -188,11 +190,11 @@ def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: 
         output_dir=str(folder), kind=kind, image_root=str(world),
         eval_fraction=exp.rm_eval_fraction, augment_rate=exp.rm_augment_rate,
         max_steps=exp.rm_steps, per_device_train_batch_size=exp.rm_batch_size,
-        learning_rate=exp.rm_lr, max_length=exp.rm_max_length, lora=exp.rm_lora,
-        lora_r=exp.rm_lora_r, lora_alpha=2 * exp.rm_lora_r,
+        group_pairs=exp.rm_group_pairs, learning_rate=exp.rm_lr, max_length=exp.rm_max_length,
+        lora=exp.rm_lora, lora_r=exp.rm_lora_r, lora_alpha=2 * exp.rm_lora_r,
         freeze_vision_tower=exp.rm_freeze_vision, logging_steps=max(1, min(25, exp.rm_steps // 4)),
         save_steps=max(50, exp.rm_steps // 4), seed=exp.rm_seed)  # an interrupted run resumes
-    check_settings(folder / "run.json", asdict(cfg))
+    check_settings(folder / "run.json", asdict(cfg), field_defaults(RewardTrainConfig))
     report = folder / "report.json"
     if report.is_file() and (folder / "final" / HEAD_FILE).is_file():
         log.info("%s RM: done already (%s)", kind, folder / "final")

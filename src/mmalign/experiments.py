@@ -149,15 +149,35 @@ def load_settings(cls: type, path: str | Path, overrides: Sequence[str] = ()) ->
     return to_dataclass(cls, apply_overrides(raw, list(overrides), str(path)), source=str(path))
 
 
-def check_settings(record: Path, settings: Mapping[str, Any]) -> None:
+def field_defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's fields that have defaults, with them (as `check_settings` compares)."""
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return json.loads(json.dumps(out))
+
+
+def check_settings(record: Path, settings: Mapping[str, Any],
+                   defaults: Mapping[str, Any] | None = None) -> None:
     """Write `record` with the settings of the run in its folder, or, when it is there
-    already, refuse settings that differ: a rerun must not mix two experiments' runs."""
+    already, refuse settings that differ: a rerun must not mix two experiments' runs.
+
+    A setting the record lacks is no change when it has its value in `defaults`: a field
+    added to the code after the run was made, left at the default, changes nothing it did."""
     from mmalign.config import RecipeError
 
     settings = json.loads(json.dumps(settings))  # as it reads back from the file
     if record.is_file():
         old = json.loads(record.read_text())
-        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        defaults = defaults or {}
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k)
+                         and not (k not in old and k in defaults
+                                  and settings.get(k) == defaults[k]))
         if changed:
             raise RecipeError(f"{record.parent} was run with other settings ("
                               + "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"

@@ -57,3 +57,31 @@ def test_mix_files_rejects_bad_specs(tmp_path, spec, message):
     _world_file(tmp_path / "world", 20)
     with pytest.raises(ValueError, match=message):
         mix_files(tmp_path / "world", [spec], tmp_path / "out")
+
+
+def test_check_settings_accepts_a_field_added_later_only_at_its_default(tmp_path):
+    from dataclasses import dataclass, field
+
+    from mmalign.config import RecipeError
+    from mmalign.experiments import check_settings, field_defaults
+
+    @dataclass
+    class Run:
+        model: str
+        steps: int = 3
+        tags: list = field(default_factory=lambda: ["a"])
+        new: bool = False  # added after the record below was written
+
+    assert field_defaults(Run) == {"steps": 3, "tags": ["a"], "new": False}
+    record = tmp_path / "run.json"
+    record.write_text(json.dumps({"model": "m", "steps": 3, "tags": ["a"]}))
+    check_settings(record, {"model": "m", "steps": 3, "tags": ["a"], "new": False},
+                   field_defaults(Run))
+    with pytest.raises(RecipeError, match="new: None -> True"):
+        check_settings(record, {"model": "m", "steps": 3, "tags": ["a"], "new": True},
+                       field_defaults(Run))
+    with pytest.raises(RecipeError, match="new"):  # without defaults, any new key is a change
+        check_settings(record, {"model": "m", "steps": 3, "tags": ["a"], "new": False})
+    with pytest.raises(RecipeError, match="steps: 3 -> 4"):
+        check_settings(record, {"model": "m", "steps": 4, "tags": ["a"], "new": False},
+                       field_defaults(Run))

@@ -40,7 +40,11 @@ def reward(
     augment_rate: float = typer.Option(0.25, help="Corruption pairs per candidate (paper)."),
     epochs: float = typer.Option(1.0, "--epochs"),
     max_steps: int = typer.Option(-1, help="> 0 overrides --epochs."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step and device."),
+    batch_size: int = typer.Option(8, "--batch-size",
+                                   help="Pairs (groups with --group-pairs) per step and device."),
+    group_pairs: bool = typer.Option(
+        False, "--group-pairs", help="Batch by annotation group, every pair of it, each text "
+        "encoded once (InstructGPT)."),
     grad_accum: int = typer.Option(1, "--grad-accum"),
     lr: float = typer.Option(2e-5, "--lr"),
     max_length: int = typer.Option(None, help="Cut longer inputs (never image tokens)."),
@@ -61,7 +65,7 @@ def reward(
         model=model, annotations=[str(p) for p in annotations], output_dir=str(out),
         kind=kind, image_root=str(image_root) if image_root else None,
         eval_fraction=eval_fraction, augment_rate=augment_rate, num_train_epochs=epochs,
-        max_steps=max_steps, per_device_train_batch_size=batch_size,
+        max_steps=max_steps, per_device_train_batch_size=batch_size, group_pairs=group_pairs,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, max_length=max_length,
         lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, freeze_vision_tower=freeze_vision,
         logging_steps=logging_steps, save_steps=save_steps,

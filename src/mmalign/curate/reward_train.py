@@ -56,7 +56,8 @@ class RewardTrainConfig:
     augment_rate: float = DEFAULT_AUGMENT_RATE  # paper: 0.25 per candidate
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
-    per_device_train_batch_size: int = 8  # pairs per device and step (2x rows per forward)
+    per_device_train_batch_size: int = 8  # pairs (groups with group_pairs) per device and step
+    group_pairs: bool = False  # batch by annotation group, each text encoded once (InstructGPT)
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-5
     lr_scheduler_type: str = "linear"
@@ -112,6 +113,61 @@ class PairCollator:
         return batch
 
 
+class RewardGroupDataset:
+    """The pairs of each annotation group (augmented ones included) as one item."""
+
+    def __init__(self, pairs: list[RewardPair], image_root: dict[str, Path]):
+        by_group: dict[str, list[RewardPair]] = {}
+        for p in pairs:
+            by_group.setdefault(p.group, []).append(p)
+        self.groups = list(by_group.values())
+        self.image_root = image_root
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        g = self.groups[i]
+        images = {p.image for p in g}
+        if len(images) != 1:  # pairs of a group share their image by construction
+            raise ValueError(f"annotation group {g[0].group!r} mixes images {sorted(images)}")
+        return {"image": str(self.image_root[g[0].group] / g[0].image),
+                "pairs": [(p.better, p.worse) for p in g]}
+
+
+class GroupCollator:
+    """[{image, pairs}] * n -> one row per distinct text of each group, the row indices of
+    every pair's better and worse side, and per-pair weights that average within a group and
+    then over the groups."""
+
+    def __init__(self, processor: Any, max_length: int | None):
+        self.processor = processor
+        self.max_length = max_length
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        from mmalign.models.reward import RewardInput, encode_inputs
+
+        items: list[RewardInput] = []
+        better, worse, weight = [], [], []
+        for r in rows:
+            index: dict[str, int] = {}
+            for pair in r["pairs"]:
+                for text in pair:
+                    if text not in index:
+                        index[text] = len(items)
+                        items.append(RewardInput([r["image"]], text))
+                better.append(index[pair[0]])
+                worse.append(index[pair[1]])
+                weight.append(1.0 / (len(r["pairs"]) * len(rows)))
+        batch = encode_inputs(self.processor, items, self.max_length)
+        batch["better_index"] = torch.tensor(better)
+        batch["worse_index"] = torch.tensor(worse)
+        batch["pair_weight"] = torch.tensor(weight)
+        return batch
+
+
 def _trainer_class():
     from transformers import Trainer
 
@@ -125,9 +181,15 @@ def _trainer_class():
         loss_is_scaled_for_ga = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            n = inputs.pop("n_pairs")
-            scores = model(**inputs)  # (2n,): better rows, then worse rows
-            loss = pairwise_loss(scores[:n], scores[n:])
+            if "better_index" in inputs:  # grouped batch (GroupCollator)
+                b, w = inputs.pop("better_index"), inputs.pop("worse_index")
+                weight = inputs.pop("pair_weight")
+                scores = model(**inputs)  # one per distinct text
+                loss = pairwise_loss(scores[b], scores[w], weight)
+            else:
+                n = inputs.pop("n_pairs")
+                scores = model(**inputs)  # (2n,): better rows, then worse rows
+                loss = pairwise_loss(scores[:n], scores[n:])
             return (loss, {"scores": scores}) if return_outputs else loss
 
     return PairwiseRewardTrainer
@@ -239,10 +301,14 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )
-    trainer = _trainer_class()(
-        model=rm, args=args,
-        train_dataset=RewardPairDataset(train_pairs, roots),
-        data_collator=PairCollator(rm.processor, cfg.max_length))
+    if cfg.group_pairs:
+        dataset = RewardGroupDataset(train_pairs, roots)
+        collator = GroupCollator(rm.processor, cfg.max_length)
+    else:
+        dataset, collator = RewardPairDataset(train_pairs, roots), PairCollator(
+            rm.processor, cfg.max_length)
+    trainer = _trainer_class()(model=rm, args=args, train_dataset=dataset,
+                               data_collator=collator)
     resume_from = resume_point(out, cfg.resume)
     if resume_from:
         log.info("%s RM: resuming from %s", kind, resume_from)

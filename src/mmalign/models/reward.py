@@ -53,9 +53,12 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return t - 1 - attention_mask.flip(-1).to(torch.long).argmax(-1)
 
 
-def pairwise_loss(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:
-    """Bradley-Terry loss of the paper: mean of -log sigmoid(s_better - s_worse)."""
-    return -nn.functional.logsigmoid(better - worse).mean()
+def pairwise_loss(better: torch.Tensor, worse: torch.Tensor,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Bradley-Terry loss of the paper: mean of -log sigmoid(s_better - s_worse); with
+    `weight` (summing to 1), the weighted sum instead."""
+    losses = -nn.functional.logsigmoid(better - worse)
+    return losses.mean() if weight is None else (losses * weight.to(losses.dtype)).sum()
 
 
 def pairwise_accuracy(better: Sequence[float], worse: Sequence[float]) -> float:

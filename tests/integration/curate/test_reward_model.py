@@ -122,3 +122,56 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_model, tiny_world, 
     # and a run without resume starts over from step 1
     again = _train(tiny_model, tiny_world, cut, "answer", max_steps=4, resume=False)
     assert again["resumed_from"] is None and again["steps"] == 4
+
+
+def test_grouped_batches_encode_each_text_once_and_weigh_groups_equally(tiny_model,
+                                                                         tiny_world):
+    """InstructGPT-style batches: one row per distinct text of a group, every pair's indices
+    point at its own texts' rows, and each group weighs 1/n in the loss whatever its size."""
+    from mmalign.curate.annotations import build_pairs, read_annotations
+    from mmalign.curate.reward_train import GroupCollator, RewardGroupDataset
+    from mmalign.models.reward import pairwise_loss
+
+    groups = read_annotations(tiny_world / "annotations" / "answers.jsonl",
+                              image_root=tiny_world)[:3]
+    pairs, _ = build_pairs(groups, augment_rate=0.5, seed=0)
+    roots = {g.id: tiny_world for g in groups}
+    data = RewardGroupDataset(pairs, roots)
+    assert len(data) == 3 and sum(len(data[i]["pairs"]) for i in range(3)) == len(pairs)
+    rm = VLMRewardModel.from_backbone(tiny_model, seed=0)
+    rows = [data[i] for i in range(3)]
+    batch = GroupCollator(rm.processor, None)(rows)
+    distinct = sum(len({t for p in r["pairs"] for t in p}) for r in rows)
+    assert batch["input_ids"].shape[0] == distinct < 2 * len(pairs)
+    b, w, weight = batch.pop("better_index"), batch.pop("worse_index"), batch.pop("pair_weight")
+    assert float(weight.sum()) == pytest.approx(1.0)
+    start = 0
+    for r in rows:  # pairs come in group order; each group's weights add up to 1/3
+        n = len(r["pairs"])
+        assert float(weight[start:start + n].sum()) == pytest.approx(1 / 3)
+        start += n
+    with torch.no_grad():
+        scores = rm(**batch)
+    flat = [(r["image"], p) for r in rows for p in r["pairs"]]
+    for k in (0, len(flat) // 2, len(flat) - 1):  # a row's score is its own text's score
+        image, (better, worse) = flat[k]
+        alone = rm.score([RewardInput([image], better), RewardInput([image], worse)])
+        assert [float(scores[b[k]]), float(scores[w[k]])] == pytest.approx(alone, abs=1e-4)
+    per_group, start = [], 0
+    for r in rows:
+        n = len(r["pairs"])
+        per_group.append(pairwise_loss(scores[b[start:start + n]], scores[w[start:start + n]]))
+        start += n
+    assert float(pairwise_loss(scores[b], scores[w], weight)) == pytest.approx(
+        float(torch.stack(per_group).mean()), abs=1e-6)
+
+
+def test_grouped_training_trains_and_reports_like_pair_training(tiny_model, tiny_world,
+                                                                tmp_path):
+    report = _train(tiny_model, tiny_world, tmp_path / "grouped", "answer", group_pairs=True,
+                    max_steps=2, per_device_train_batch_size=2)
+    assert report["steps"] == 2 and math.isfinite(report["train_loss"])
+    assert 0.0 <= report["eval_pairwise_accuracy"] <= 1.0
+    start = VLMRewardModel.from_backbone(tiny_model, seed=1)
+    final = VLMRewardModel.from_pretrained(report["final"])
+    assert not torch.equal(start.head.weight, final.head.weight)

@@ -295,6 +295,20 @@ def against_truth(world: Path, kind: str, rm_dir: Path) -> dict[str, Any]:
       truth_order      the RM's accuracy on the true order, over the pairs whose true
                        qualities differ (ties left out);
       by_defect        truth_order per defect label(s) of the truly worse candidate."""
+    pairs, qualities, labels = _held_out_truth(world, kind, rm_dir)
+    n = len(pairs)
+    agree = sum(qb > qw for qb, qw in qualities)
+    ties = sum(qb == qw for qb, qw in qualities)
+    return {"pairs": n, "truth_agrees": round(agree / max(n, 1), 4),
+            "truth_ties": round(ties / max(n, 1), 4),
+            "ceiling": round((agree + ties / 2) / max(n, 1), 4),
+            **truth_order(rm_eval_scores(kind, world, rm_dir, pairs), qualities, labels)}
+
+
+def _held_out_truth(world: Path, kind: str, rm_dir: Path
+                    ) -> tuple[list[dict], list[tuple[float, float]], list[str]]:
+    """The RM's held-out pairs (eval_pairs.jsonl), each one's true (better, worse) quality as
+    the annotation names them, and the defect label(s) of the truly worse side."""
     from mmalign.curate.annotations import read_annotations, rm_text
 
     groups = {g.id: g for g in read_annotations(world / "annotations" / f"{kind}s.jsonl",
@@ -307,35 +321,83 @@ def against_truth(world: Path, kind: str, rm_dir: Path) -> dict[str, Any]:
                 truth[row["id"]] = row["candidates"]
     with open(rm_dir / "eval_pairs.jsonl", encoding="utf-8") as f:
         pairs = [json.loads(line) for line in f if line.strip()]
-    scores = rm_eval_scores(kind, world, rm_dir, pairs)
-    n = agree = ties = right = 0
-    by_defect: dict[str, list[int]] = {}
-    for pair, score in zip(pairs, scores, strict=True):
-        if pair["origin"] != "annotation":
-            continue  # only real annotation pairs have a truth (held-out ones all are)
-        n += 1
+    if any(p["origin"] != "annotation" for p in pairs):  # held-out pairs are never augmented
+        raise ValueError(f"{rm_dir / 'eval_pairs.jsonl'}: held-out pairs with augmentation")
+    qualities, labels = [], []
+    for pair in pairs:
         g = groups[pair["group"]]
         index = {rm_text(g, c): i for i, c in enumerate(g.candidates)}
         tb, tw = (truth[g.id][index[pair[k]]] for k in ("better", "worse"))
-        agree += tb["quality"] > tw["quality"]
-        ties += tb["quality"] == tw["quality"]
-        if tb["quality"] == tw["quality"]:
-            continue
-        ok = (score["better_score"] > score["worse_score"]) == (tb["quality"] > tw["quality"])
-        right += ok
+        qualities.append((tb["quality"], tw["quality"]))
         low = tw if tb["quality"] > tw["quality"] else tb
-        labels = low.get("defects", [low.get("defect")])  # question sets: a list
-        key = "+".join(sorted({str(x) for x in labels})) or "None"
+        names = low.get("defects", [low.get("defect")])  # question sets: a list
+        labels.append("+".join(sorted({str(x) for x in names})) or "None")
+    return pairs, qualities, labels
+
+
+def truth_order(scores: list[dict], qualities: list[tuple[float, float]], labels: list[str]
+                ) -> dict[str, Any]:
+    """A judge's accuracy on the true order of the pairs whose true qualities differ, overall
+    and per defect label(s) of the truly worse side; `scores` as eval_scores.jsonl's rows."""
+    right = ordered = 0
+    by_defect: dict[str, list[int]] = {}
+    for score, (qb, qw), key in zip(scores, qualities, labels, strict=True):
+        if qb == qw:
+            continue
+        ok = (score["better_score"] > score["worse_score"]) == (qb > qw)
+        right += ok
+        ordered += 1
         by_defect.setdefault(key, [0, 0])
         by_defect[key][0] += ok
         by_defect[key][1] += 1
-    ordered = n - ties
-    return {"pairs": n, "truth_agrees": round(agree / max(n, 1), 4),
-            "truth_ties": round(ties / max(n, 1), 4),
-            "ceiling": round((agree + ties / 2) / max(n, 1), 4),
-            "truth_order": {"pairs": ordered, "accuracy": round(right / max(ordered, 1), 4)},
+    return {"truth_order": {"pairs": ordered, "accuracy": round(right / max(ordered, 1), 4)},
             "by_defect": {k: {"pairs": c, "accuracy": round(r / c, 4)}
                           for k, (r, c) in sorted(by_defect.items(), key=lambda x: -x[1][1])}}
+
+
+def backbone_likelihood(world: Path, base: Path, rm_dir: Path) -> dict[str, Any]:
+    """The answer RM's backbone as a judge without training: each held-out answer scored by
+    its log-likelihood under `base` (image and question through the chat template), measured
+    on the true order like the RM. Where it is at chance on a defect, the backbone cannot tell
+    that defect from the image either, and the RM has to learn the binding itself. Scores are
+    kept in rm_dir/backbone_scores.jsonl."""
+    pairs, qualities, labels = _held_out_truth(world, "answer", rm_dir)
+    path = rm_dir / "backbone_scores.jsonl"
+    if not path.is_file():
+        from mmalign.curate.reward_train import write_eval_scores
+
+        write_eval_scores(path, *answer_loglik(base, world, pairs))
+    with open(path, encoding="utf-8") as f:
+        scores = [json.loads(line) for line in f if line.strip()]
+    if len(scores) != len(pairs):
+        raise ValueError(f"{path}: {len(scores)} scores for {len(pairs)} held-out pairs")
+    return {"model": str(base), **truth_order(scores, qualities, labels)}
+
+
+def answer_loglik(base: Path, world: Path, pairs: list[dict]
+                  ) -> tuple[list[float], list[float]]:
+    """Sum of log p(answer tokens | image, question) under `base` for each pair's two sides
+    (answer RM texts, "Question: q\nAnswer: a")."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mmalign.curate.rewrite import target_perplexity
+    from mmalign.records import IMAGE_TOKEN, Sample, Turn
+
+    model = AutoModelForImageTextToText.from_pretrained(base)
+    processor = AutoProcessor.from_pretrained(base)
+    cache: dict[tuple[str, str], float] = {}
+
+    def loglik(image: str, text: str) -> float:
+        if (image, text) not in cache:
+            question, answer = text.removeprefix("Question: ").split("\nAnswer: ", 1)
+            sample = Sample("rm", [image], [Turn("user", f"{IMAGE_TOKEN}\n{question}"),
+                                            Turn("assistant", answer)])
+            ppl = target_perplexity(model, processor, [sample], world, batch_size=1)
+            cache[(image, text)] = -ppl.nll * ppl.tokens
+        return cache[(image, text)]
+
+    return ([loglik(p["image"], p["better"]) for p in pairs],
+            [loglik(p["image"], p["worse"]) for p in pairs])
 
 
 def defect_rate(ids: list[str], truth: dict[str, list[str]]) -> dict[str, Any]:
@@ -458,6 +520,9 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
             "before_training": r["eval_pairwise_accuracy_before"],
             "held_out_pairs": r["pairs"]["eval"]["annotation"],
             "against_truth": against_truth(world, kind, out / f"rm_{kind}"),
+            **({"backbone_likelihood": backbone_likelihood(world, repo_path(exp.base),
+                                                           out / "rm_answer")}
+               if kind == "answer" else {}),
             "train_pairs": r["pairs"]["train"]["annotation"] + r["pairs"]["train"]["augmented"],
             "steps": r["steps"], "seconds": r["seconds"]} for kind, r in reports.items()},
         "scoring": {"records": scored["counts"]["out"], "rejected": scored["counts"]["rejected"],

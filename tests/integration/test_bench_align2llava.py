@@ -129,6 +129,15 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
         assert sum(d["pairs"] for d in truth["by_defect"].values()) == ordered["pairs"]
         right = sum(d["pairs"] * d["accuracy"] for d in truth["by_defect"].values())
         assert abs(right / ordered["pairs"] - ordered["accuracy"]) < 1e-3
+    # the answer RM's backbone as an untrained judge, on the same truly ordered pairs
+    answer = cur["reward_models"]["answer"]
+    likelihood = answer["backbone_likelihood"]
+    assert likelihood["truth_order"]["pairs"] == answer["against_truth"]["truth_order"]["pairs"]
+    assert {k: d["pairs"] for k, d in likelihood["by_defect"].items()} == \
+        {k: d["pairs"] for k, d in answer["against_truth"]["by_defect"].items()}
+    kept = (out / "rm_answer" / "backbone_scores.jsonl").read_text().splitlines()
+    assert len(kept) == answer["held_out_pairs"]
+    assert all(json.loads(line)["better_score"] < 0 for line in kept)  # log-likelihoods
     counts = cur["rewrite"]["counts"]
     assert counts["records"] == 2
     assert counts["rewritten"] + counts["kept"] + counts["rejected"] == counts["answers"]
@@ -140,6 +149,7 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
     finals = [out / "rm_question" / "final" / "reward_head.safetensors",
               out / "rm_answer" / "final" / "reward_head.safetensors",
               out / "score" / "scored.jsonl", out / "rewrite" / "rewritten.jsonl",
+              out / "rm_answer" / "backbone_scores.jsonl",
               *(out / f"{v}-s0" / "final" / "model.safetensors"
                 for v in ("full", "curated", "random", "curated_rewrite", "oracle"))]
     stamps = [f.stat().st_mtime_ns for f in finals]

@@ -41,11 +41,13 @@ Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
 
 Outputs under `out`: rm_question/, rm_answer/, score/, select/, rewrite/, data/,
 <variant>-s<seed>/ (SFT output and its eval), eval<limit>-base/, curation.json (RM accuracies,
-selection counts, defect rates and their ratio, rewrite counts and perplexity), and
-align2llava.md / .json (the table: mean with min-max over seeds, then curated - full and
-curated - random, and curated_rewrite - curated). Every step resumes or is skipped when its
-output exists, so rerunning the command after an interruption only does what is missing; a
-folder made with other settings is refused rather than mixed in (use another `out`).
+selection counts, defect rates and their ratio, rewrite counts and perplexity, each RM against
+the true order and the answer RM's backbone as an untrained judge), and
+align2llava.md / .json (the table: mean with min-max over seeds, then curated - full,
+curated - random, curated_rewrite - curated and oracle - random). Every step resumes or is
+skipped when its output exists, so rerunning the command after an interruption only does what
+is missing; a folder made with other settings is refused rather than mixed in (use another
+`out`).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ from mmalign.experiments import (
 
 VARIANTS = ("full", "curated", "random", "curated_rewrite", "oracle")
 # Difference rows of the table: (variant, reference) -> "variant - reference".
-DIFFS = (("curated", "full"), ("curated", "random"), ("curated_rewrite", "curated"))
+DIFFS = (("curated", "full"), ("curated", "random"), ("curated_rewrite", "curated"),
+         ("oracle", "random"))  # the last: what a perfect curation buys over chance
 RM_KINDS = ("question", "answer")
 log = logging.getLogger("align2llava")
 

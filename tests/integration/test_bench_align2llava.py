@@ -106,7 +106,8 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
         assert all(math.isfinite(v) for v in rows[0].values()), (variant, rows[0])
     table = (out / "align2llava.md").read_text()
     for row in ("base", "full", "curated", "random", "curated_rewrite", "oracle",
-                "curated - full", "curated - random", "curated_rewrite - curated"):
+                "curated - full", "curated - random", "curated_rewrite - curated",
+                "oracle - random"):
         assert f"| {row} |" in table, row
     assert table.strip() in capsys.readouterr().out
 

@@ -265,22 +265,13 @@ def read_truth(world: Path) -> dict[str, list[str]]:
     return truth
 
 
-def rm_eval_scores(kind: str, world: Path, rm_dir: Path, pairs: list[dict]) -> list[dict]:
-    """The RM's scores of all its held-out pairs (eval_pairs.jsonl's order): rm_dir/
-    eval_scores.jsonl (written by training), or, for an RM trained before that file existed,
-    scored now by training's own `held_out_scores` with rm_dir/final and kept."""
-    path = rm_dir / "eval_scores.jsonl"
+def kept_scores(path: Path, pairs: list[dict], score: Any) -> list[dict]:
+    """A judge's scores of the held-out pairs, one line per pair in eval_pairs.jsonl's order:
+    read from `path`, or made by `score()` (-> better scores, worse scores) and kept there."""
     if not path.is_file():
-        from mmalign.curate.annotations import RewardPair
-        from mmalign.curate.reward_train import held_out_scores, write_eval_scores
-        from mmalign.models.reward import VLMRewardModel
+        from mmalign.curate.reward_train import write_eval_scores
 
-        log.info("%s RM: scoring its %d held-out pairs for the truth measurement", kind,
-                 len(pairs))
-        held_out = [RewardPair(**p) for p in pairs]
-        roots = dict.fromkeys((p.group for p in held_out), world)
-        write_eval_scores(path, *held_out_scores(VLMRewardModel.from_pretrained(
-            rm_dir / "final"), held_out, roots, batch_size=32))
+        write_eval_scores(path, *score())
     with open(path, encoding="utf-8") as f:
         scores = [json.loads(line) for line in f if line.strip()]
     if len(scores) != len(pairs):
@@ -288,7 +279,31 @@ def rm_eval_scores(kind: str, world: Path, rm_dir: Path, pairs: list[dict]) -> l
     return scores
 
 
-def against_truth(world: Path, kind: str, rm_dir: Path) -> dict[str, Any]:
+def rm_eval_scores(kind: str, world: Path, rm_dir: Path, pairs: list[dict]) -> list[dict]:
+    """The RM's scores of all its held-out pairs (eval_pairs.jsonl's order): rm_dir/
+    eval_scores.jsonl (written by training), or, for an RM trained before that file existed,
+    scored now by training's own `held_out_scores` with rm_dir/final and kept."""
+
+    def score() -> tuple[list[float], list[float]]:
+        from mmalign.curate.annotations import RewardPair
+        from mmalign.curate.reward_train import held_out_scores
+        from mmalign.models.reward import VLMRewardModel
+
+        log.info("%s RM: scoring its %d held-out pairs for the truth measurement", kind,
+                 len(pairs))
+        held_out = [RewardPair(**p) for p in pairs]
+        roots = dict.fromkeys((p.group for p in held_out), world)
+        return held_out_scores(VLMRewardModel.from_pretrained(rm_dir / "final"), held_out,
+                               roots, batch_size=32)
+
+    return kept_scores(rm_dir / "eval_scores.jsonl", pairs, score)
+
+
+# An RM's held-out pairs, each one's true (better, worse) quality, the worse side's defects.
+HeldOut = tuple[list[dict], list[tuple[float, float]], list[str]]
+
+
+def against_truth(world: Path, kind: str, rm_dir: Path, held: HeldOut) -> dict[str, Any]:
     """The RM's held-out annotation pairs measured against the candidates' noiseless quality
     (the world's truth file; measurement only):
       ceiling          how well a judge that knew every true quality would score on the
@@ -297,8 +312,9 @@ def against_truth(world: Path, kind: str, rm_dir: Path) -> dict[str, Any]:
                        share of pairs whose order is noise alone;
       truth_order      the RM's accuracy on the true order, over the pairs whose true
                        qualities differ (ties left out);
-      by_defect        truth_order per defect label(s) of the truly worse candidate."""
-    pairs, qualities, labels = _held_out_truth(world, kind, rm_dir)
+      by_defect        truth_order per defect label(s) of the truly worse candidate.
+    `held` is `held_out_truth(world, kind, rm_dir)`."""
+    pairs, qualities, labels = held
     n = len(pairs)
     agree = sum(qb > qw for qb, qw in qualities)
     ties = sum(qb == qw for qb, qw in qualities)
@@ -308,8 +324,7 @@ def against_truth(world: Path, kind: str, rm_dir: Path) -> dict[str, Any]:
             **truth_order(rm_eval_scores(kind, world, rm_dir, pairs), qualities, labels)}
 
 
-def _held_out_truth(world: Path, kind: str, rm_dir: Path
-                    ) -> tuple[list[dict], list[tuple[float, float]], list[str]]:
+def held_out_truth(world: Path, kind: str, rm_dir: Path) -> HeldOut:
     """The RM's held-out pairs (eval_pairs.jsonl), each one's true (better, worse) quality as
     the annotation names them, and the defect label(s) of the truly worse side."""
     from mmalign.curate.annotations import read_annotations, rm_text
@@ -358,22 +373,16 @@ def truth_order(scores: list[dict], qualities: list[tuple[float, float]], labels
                           for k, (r, c) in sorted(by_defect.items(), key=lambda x: -x[1][1])}}
 
 
-def backbone_likelihood(world: Path, base: Path, rm_dir: Path) -> dict[str, Any]:
+def backbone_likelihood(world: Path, base: Path, rm_dir: Path, held: HeldOut
+                        ) -> dict[str, Any]:
     """The answer RM's backbone as a judge without training: each held-out answer scored by
     its log-likelihood under `base` (image and question through the chat template), measured
     on the true order like the RM. Where it is at chance on a defect, the backbone cannot tell
     that defect from the image either, and the RM has to learn the binding itself. Scores are
-    kept in rm_dir/backbone_scores.jsonl."""
-    pairs, qualities, labels = _held_out_truth(world, "answer", rm_dir)
-    path = rm_dir / "backbone_scores.jsonl"
-    if not path.is_file():
-        from mmalign.curate.reward_train import write_eval_scores
-
-        write_eval_scores(path, *answer_loglik(base, world, pairs))
-    with open(path, encoding="utf-8") as f:
-        scores = [json.loads(line) for line in f if line.strip()]
-    if len(scores) != len(pairs):
-        raise ValueError(f"{path}: {len(scores)} scores for {len(pairs)} held-out pairs")
+    kept in rm_dir/backbone_scores.jsonl; `held` is `held_out_truth(world, "answer", rm_dir)`."""
+    pairs, qualities, labels = held
+    scores = kept_scores(rm_dir / "backbone_scores.jsonl", pairs,
+                         lambda: answer_loglik(base, world, pairs))
     return {"model": str(base), **truth_order(scores, qualities, labels)}
 
 
@@ -515,6 +524,7 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
             write_records(path, [new.get(s.id, s) for s in curated], "jsonl")
         sets["curated_rewrite"] = dict.fromkeys(exp.seeds, path)
 
+    held = {kind: held_out_truth(world, kind, out / f"rm_{kind}") for kind in reports}
     corpus_rate, curated_rate = rates["corpus"]["rate"], rates["curated"]["rate"]
     ratio = curated_rate / corpus_rate if corpus_rate else None
     curation = {
@@ -522,9 +532,9 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
             "held_out_pairwise_accuracy": r["eval_pairwise_accuracy"],
             "before_training": r["eval_pairwise_accuracy_before"],
             "held_out_pairs": r["pairs"]["eval"]["annotation"],
-            "against_truth": against_truth(world, kind, out / f"rm_{kind}"),
-            **({"backbone_likelihood": backbone_likelihood(world, repo_path(exp.base),
-                                                           out / "rm_answer")}
+            "against_truth": against_truth(world, kind, out / f"rm_{kind}", held[kind]),
+            **({"backbone_likelihood": backbone_likelihood(
+                world, repo_path(exp.base), out / "rm_answer", held[kind])}
                if kind == "answer" else {}),
             "train_pairs": r["pairs"]["train"]["annotation"] + r["pairs"]["train"]["augmented"],
             "steps": r["steps"], "seconds": r["seconds"]} for kind, r in reports.items()},

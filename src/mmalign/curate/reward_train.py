@@ -305,8 +305,8 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         dataset = RewardGroupDataset(train_pairs, roots)
         collator = GroupCollator(rm.processor, cfg.max_length)
     else:
-        dataset, collator = RewardPairDataset(train_pairs, roots), PairCollator(
-            rm.processor, cfg.max_length)
+        dataset = RewardPairDataset(train_pairs, roots)
+        collator = PairCollator(rm.processor, cfg.max_length)
     trainer = _trainer_class()(model=rm, args=args, train_dataset=dataset,
                                data_collator=collator)
     resume_from = resume_point(out, cfg.resume)

@@ -26,8 +26,13 @@ Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
                        scene guard (exact, against scenes.jsonl) rejects rewrites that change a
                        fact. Rewritten / kept / rejected counts and the answers' perplexity
                        before and after (under the base model) go to curation.json;
+      matched          as `random`, but with `curated`'s composition: as many records of each
+                       (category, question template) as `curated` has, a template being the
+                       first question with the world's vocabulary masked (`question_template`).
+                       curated - matched is what the RMs' choice within a kind of record buys;
+                       matched - random is what the kinds they keep buy;
       oracle           as `random`, but drawn only from records with no defect label in the
-                       truth file: the upper bound of any curation.
+                       truth file: the upper bound of any defect filter.
  6. SFT. `base` is fine-tuned on each set (plus the `sft_mix` files, if any, the same for
     every set) for `steps` steps of `batch_size` records: the same number of samples seen
     for every set. Without a mix the 9% sets are seen for several epochs (steps *
@@ -42,9 +47,10 @@ Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
 Outputs under `out`: rm_question/, rm_answer/, score/, select/, rewrite/, data/,
 <variant>-s<seed>/ (SFT output and its eval), eval<limit>-base/, curation.json (RM accuracies,
 selection counts, defect rates and their ratio, rewrite counts and perplexity, each RM against
-the true order and the answer RM's backbone as an untrained judge), and
-align2llava.md / .json (the table: mean with min-max over seeds, then curated - full,
-curated - random, curated_rewrite - curated and oracle - random). Every step resumes or is
+the true order, the answer RM's backbone as an untrained judge, and the question templates of
+the corpus and the curated set), and align2llava.md / .json (the table: mean with min-max over
+seeds, then curated - full, curated - random, curated - matched, matched - random,
+curated_rewrite - curated and oracle - random). Every step resumes or is
 skipped when its output exists, so rerunning the command after an interruption only does what
 is missing; a folder made with other settings is refused rather than mixed in (use another
 `out`).
@@ -56,6 +62,7 @@ import json
 import logging
 import math
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -78,10 +85,12 @@ from mmalign.experiments import (
     write_results,
 )
 
-VARIANTS = ("full", "curated", "random", "curated_rewrite", "oracle")
+VARIANTS = ("full", "curated", "random", "matched", "curated_rewrite", "oracle")
 # Difference rows of the table: (variant, reference) -> "variant - reference".
-DIFFS = (("curated", "full"), ("curated", "random"), ("curated_rewrite", "curated"),
-         ("oracle", "random"))  # the last: what a perfect curation buys over chance
+DIFFS = (("curated", "full"), ("curated", "random"),
+         ("curated", "matched"), ("matched", "random"),  # choice within kinds; the kinds kept
+         ("curated_rewrite", "curated"),
+         ("oracle", "random"))  # the last: what a perfect defect filter buys over chance
 RM_KINDS = ("question", "answer")
 log = logging.getLogger("align2llava")
 
@@ -429,18 +438,61 @@ def defect_rate(ids: list[str], truth: dict[str, list[str]]) -> dict[str, Any]:
             "by_type": {t: round(c / n, 4) for t, c in sorted(by_type.items())}}
 
 
-def draw_like(pool: list, counts: dict[str, int], seed: int, name: str) -> list:
-    """`counts[category]` records of each category drawn from `pool` at random (seeded)."""
+def draw_like(pool: list, counts: dict[Any, int], seed: int, name: str,
+              key: Any = lambda s: s.category) -> list:
+    """`counts[k]` records with `key(record) == k` drawn from `pool` at random (seeded)."""
     rng = random.Random(f"align2llava:{name}:{seed}")  # a stream of its own per set and seed
-    by_cat: dict[str, list] = {}
+    by_key: dict[Any, list] = {}
     for s in pool:
-        by_cat.setdefault(s.category, []).append(s)
+        by_key.setdefault(key(s), []).append(s)
     out = []
-    for cat, n in counts.items():
-        have = by_cat.get(cat, [])
+    for k, n in counts.items():
+        have = by_key.get(k, [])
         if len(have) < n:
-            raise ValueError(f"{name}: {n} {cat} records wanted, the pool has {len(have)}")
+            raise ValueError(f"{name}: {n} records of {k} wanted, the pool has {len(have)}")
         out.extend(rng.sample(have, n))
+    return out
+
+
+def _vocabulary_pattern() -> re.Pattern:
+    from mmalign.world import vocab
+
+    words = {*vocab.SHAPES, *vocab.PLURALS.values(), *vocab.COLOR_NAMES, *vocab.SIZES,
+             *vocab.CLEAN_POSITION.values(), *vocab.MACHINE_POSITION.values(),
+             *vocab.NUMBER_WORDS, "above", "below"}  # "left of": "left" is a position
+    # longest first, so "top left" is masked whole rather than as "top" + "left"
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w)))
+    return re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
+
+
+def question_template(sample: Any, _pattern: list = []) -> str:  # noqa: B006 (a cache)
+    """The record's first question with the image placeholder dropped and every word of the
+    world's vocabulary (shapes, colours, sizes, positions, numbers, relations) masked: on the
+    world this names the question kind and its phrasing variant."""
+    from mmalign.records import IMAGE_TOKEN
+
+    if not _pattern:
+        _pattern.append(_vocabulary_pattern())
+    first = next(t.content for t in sample.turns if t.role == "user")
+    return _pattern[0].sub("_", first.replace(IMAGE_TOKEN, "")).strip()
+
+
+def template_mix(samples: list) -> dict[str, Any]:
+    """Per category: the number of distinct first-question templates, their effective number
+    (exp of the entropy of their shares) and the commonest ones with their shares."""
+    by_cat: dict[str, dict[str, int]] = {}
+    for s in samples:
+        counts = by_cat.setdefault(s.category, {})
+        t = question_template(s)
+        counts[t] = counts.get(t, 0) + 1
+    out = {}
+    for cat, counts in sorted(by_cat.items()):
+        n = sum(counts.values())
+        shares = sorted(((c / n, t) for t, c in counts.items()), reverse=True)
+        entropy = -sum(p * math.log(p) for p, _ in shares)
+        out[cat] = {"records": n, "templates": len(counts),
+                    "effective_templates": round(math.exp(entropy), 2),
+                    "top": {t: round(p, 3) for p, t in shares[:5]}}
     return out
 
 
@@ -504,12 +556,19 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
         "curated": dict.fromkeys(exp.seeds, out / "select" / "selected.jsonl")}
     rates: dict[str, Any] = {"corpus": defect_rate([s.id for s in corpus], truth),
                              "curated": defect_rate([s.id for s in curated], truth)}
-    for name, pool in (("random", corpus), ("oracle", clean_pool)):
+    templates: dict[tuple[str, str], int] = {}
+    for s in curated:
+        k = (s.category, question_template(s))
+        templates[k] = templates.get(k, 0) + 1
+    draws = {"random": (corpus, counts, lambda s: s.category),
+             "matched": (corpus, templates, lambda s: (s.category, question_template(s))),
+             "oracle": (clean_pool, counts, lambda s: s.category)}
+    for name, (pool, wanted, key) in draws.items():
         sets[name], rates[name] = {}, {}
         for seed in exp.seeds:
             path = data / f"{name}-s{seed}.jsonl"
             if not path.is_file():  # a deterministic draw: reuse it
-                write_records(path, draw_like(pool, counts, seed, name), "jsonl")
+                write_records(path, draw_like(pool, wanted, seed, name, key), "jsonl")
             drawn = read_records(path, image_root=world)
             sets[name][seed] = path
             rates[name][f"s{seed}"] = defect_rate([s.id for s in drawn], truth)
@@ -546,6 +605,7 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
                                         / max(selection["counts"]["in"], 1), 4),
                       "categories": selection["categories"]},
         "defect_rate": rates,
+        "question_templates": {"corpus": template_mix(corpus), "curated": template_mix(curated)},
         "defect_rate_ratio_curated_to_corpus": None if ratio is None else round(ratio, 4),
         "targets": {
             "rm_accuracy_at_least_0.80": {

@@ -25,9 +25,10 @@ def test_shipped_recipe_loads():
     exp = a2l.load_experiment(RECIPE)
     assert (exp.alpha, exp.beta) == (0.3, 0.3) and exp.seeds == [0, 1, 2]
     assert exp.benches == ["pope", "vqa", "mc", "chair"] and exp.eval_limit == 100
-    assert exp.variants() == ["full", "curated", "random", "curated_rewrite", "oracle"]
+    assert exp.variants() == ["full", "curated", "random", "matched", "curated_rewrite",
+                              "oracle"]
     assert a2l.load_experiment(RECIPE, ["rewrite=false"]).variants() == [
-        "full", "curated", "random", "oracle"]
+        "full", "curated", "random", "matched", "oracle"]
     # `only` picks arms (in the table's order) so they can run in separate processes
     assert a2l.load_experiment(RECIPE, ["only=[oracle,full]"]).variants() == ["full", "oracle"]
 
@@ -63,8 +64,41 @@ def test_draw_like_matches_category_counts_and_is_seeded():
     assert [s.category for s in a].count("detail") == 4 and len(a) == 6
     assert [s.id for s in a] == [s.id for s in a2l.draw_like(pool, counts, 0, "random")]
     assert [s.id for s in a] != [s.id for s in a2l.draw_like(pool, counts, 1, "random")]
-    with pytest.raises(ValueError, match="11 reasoning records wanted"):
+    with pytest.raises(ValueError, match="11 records of reasoning wanted"):
         a2l.draw_like(pool, {"reasoning": 11}, 0, "oracle")
+
+
+def test_question_template_masks_the_world_vocabulary_and_matched_draws_follow_it():
+    from mmalign.records import Sample, Turn
+
+    def rec(i, question, category="conversation"):
+        return Sample(f"r{i}", ["x.png"], [Turn("user", question), Turn("assistant", "a"),
+                                           Turn("user", "What color is it?"),
+                                           Turn("assistant", "b")], category=category)
+
+    a = rec(0, "<image>\nIs the large red circle to the left of the star?")
+    b = rec(1, "Is the small blue hexagon to the right of the ring?\n<image>")
+    c = rec(2, "<image>\nHow many circles are there in the image?")
+    # only the first question counts; "top left" is masked whole, "left of" as a position
+    assert a2l.question_template(a) == a2l.question_template(b) == \
+        "Is the _ _ _ to the _ of the _?"
+    assert a2l.question_template(c) == "How many _ are there in the image?"
+    assert a2l.question_template(rec(3, "Where is the star? Top left.")) == "Where is the _? _."
+    pool = [rec(i, q) for i, q in enumerate(
+        ["<image>\nHow many stars are there in the image?"] * 6
+        + ["<image>\nIs the star above the ring?"] * 6)]
+    pool += [rec(20 + i, "Describe the image.", "detail") for i in range(3)]
+    wanted = {("conversation", "How many _ are there in the image?"): 2,
+              ("detail", "Describe the image."): 1}
+    key = lambda s: (s.category, a2l.question_template(s))  # noqa: E731
+    drawn = a2l.draw_like(pool, wanted, 0, "matched", key)
+    assert sorted(key(s) for s in drawn) == sorted(k for k, n in wanted.items()
+                                                    for _ in range(n))
+    mix = a2l.template_mix(pool)
+    assert mix["conversation"]["templates"] == 2
+    assert mix["conversation"]["effective_templates"] == 2.0  # two templates, equal shares
+    assert mix["detail"] == {"records": 3, "templates": 1, "effective_templates": 1.0,
+                             "top": {"Describe the image.": 1.0}}
 
 
 def test_defect_rate_counts_records_with_any_label():
@@ -98,16 +132,17 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
     assert a2l.main(args) == 0
 
     runs = json.loads((out / "align2llava.json").read_text())["runs"]
-    assert list(runs) == ["base", "full", "curated", "random", "curated_rewrite", "oracle"]
+    assert list(runs) == ["base", "full", "curated", "random", "matched", "curated_rewrite",
+                          "oracle"]
     for variant, rows in runs.items():
         assert len(rows) == 1, variant
         assert {"pope F1 random", "vqa accuracy", "mc circular accuracy",
                 "chair CHAIR_i"} <= set(rows[0]), variant
         assert all(math.isfinite(v) for v in rows[0].values()), (variant, rows[0])
     table = (out / "align2llava.md").read_text()
-    for row in ("base", "full", "curated", "random", "curated_rewrite", "oracle",
-                "curated - full", "curated - random", "curated_rewrite - curated",
-                "oracle - random"):
+    for row in ("base", "full", "curated", "random", "matched", "curated_rewrite", "oracle",
+                "curated - full", "curated - random", "curated - matched", "matched - random",
+                "curated_rewrite - curated", "oracle - random"):
         assert f"| {row} |" in table, row
     assert table.strip() in capsys.readouterr().out
 
@@ -119,6 +154,18 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
     assert rates["oracle"]["s0"]["rate"] == 0.0  # drawn from defect-free records only
     n_sel = cur["selection"]["out"]
     assert rates["curated"]["records"] == rates["random"]["s0"]["records"] == n_sel < n_corpus
+    # matched: curated's composition by (category, first-question template), drawn at random
+    from mmalign.io.formats import read_records
+
+    def composition(path):
+        return sorted((s.category, a2l.question_template(s))
+                      for s in read_records(path, image_root=tiny_world))
+
+    assert composition(out / "data" / "matched-s0.jsonl") == \
+        composition(out / "select" / "selected.jsonl")
+    templates = cur["question_templates"]
+    assert sum(c["records"] for c in templates["curated"].values()) == n_sel
+    assert sum(c["records"] for c in templates["corpus"].values()) == n_corpus
     assert set(cur["reward_models"]) == {"question", "answer"}
     for rm in cur["reward_models"].values():
         truth = rm["against_truth"]  # measured against the candidates' noiseless quality
@@ -152,7 +199,7 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
               out / "score" / "scored.jsonl", out / "rewrite" / "rewritten.jsonl",
               out / "rm_answer" / "backbone_scores.jsonl",
               *(out / f"{v}-s0" / "final" / "model.safetensors"
-                for v in ("full", "curated", "random", "curated_rewrite", "oracle"))]
+                for v in ("full", "curated", "random", "matched", "curated_rewrite", "oracle"))]
     stamps = [f.stat().st_mtime_ns for f in finals]
     # an RM folder from before eval_scores.jsonl existed: the measurement scores it again
     (out / "rm_answer" / "eval_scores.jsonl").unlink()

@@ -1,0 +1,87 @@
+"""Does a model read an object's colour off the image, or answer the shape's usual colour?
+
+    .venv/bin/python bench/attribute_probe.py MODEL [MODEL ...] [--world W] [--images 150]
+
+On the world's benchmark scenes, asks "What color is the <shape>?" (short-answer form) for
+every object whose shape is unique in its scene, and "How many <shapes> are there?" for every
+shape present, and reads the argmax over the six colour words / the number words one-four at
+the first answer position (no generation). Colour accuracy is split by whether the object has
+its shape's usual colour (the world draws it with probability vocab.USUAL_COLOR_P): a model
+that ignores the image and answers the usual colour scores high on "usual" and below chance
+(1/6) on "unusual"; one that reads the image scores alike on both. Chance for "count" is set by
+how often a shape appears once, which is most of the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def probe_items(world: Path, images: int) -> list[tuple[str, str, str, str]]:
+    """(kind, image, question, answer word): kind is usual / unusual (colour) or count."""
+    from mmalign.world import vocab
+    from mmalign.world.scene import read_scene_file
+
+    scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "bench"]
+    items = []
+    for s in scenes[:images]:
+        for o in s.objects:
+            if s.count(shape=o.shape) == 1:
+                kind = "usual" if o.color == vocab.USUAL_COLOR[o.shape] else "unusual"
+                items.append((kind, s.image, f"What color is the {o.shape}?", o.color))
+        for shape in sorted(s.shapes()):
+            items.append(("count", s.image, f"How many {vocab.PLURALS[shape]} are there?",
+                          vocab.number_word(s.count(shape=shape))))
+    return items
+
+
+def accuracies(model: str, world: Path, items: list[tuple[str, str, str, str]],
+               batch_size: int = 32) -> dict[str, tuple[float, int]]:
+    import torch
+
+    from mmalign.backends.base import GenRequest
+    from mmalign.backends.hf import HFGenerator, chat_messages
+    from mmalign.io.images import load_image
+    from mmalign.world import vocab
+
+    g = HFGenerator.from_pretrained(model, device="cpu", dtype="float32")
+    tok = g.processor.tokenizer
+    words = {"colour": list(vocab.COLOR_NAMES), "count": ["one", "two", "three", "four"]}
+    # The chat template puts a space before the answer: the first answer token is " Red"
+    ids = {k: [tok.encode(f" {w.capitalize()}.", add_special_tokens=False)[0] for w in ws]
+           for k, ws in words.items()}
+    right: dict[str, list[bool]] = {"usual": [], "unusual": [], "count": []}
+    for i in range(0, len(items), batch_size):
+        batch = items[i:i + batch_size]
+        reqs = [GenRequest.single(world / image, f"{q}\n{vocab.SHORT_ANSWER}")
+                for _, image, q, _ in batch]
+        prompts = [g.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True,
+                                                   tokenize=False) for r in reqs]
+        enc = g.processor(images=[load_image(r.images[0]) for r in reqs], text=prompts,
+                          padding=True, padding_side="left", return_tensors="pt")
+        with torch.no_grad():
+            last = g.model(**enc).logits[:, -1]
+        for row, (kind, _, _, answer) in zip(last, batch, strict=True):
+            group = "count" if kind == "count" else "colour"
+            right[kind].append(words[group][int(row[ids[group]].argmax())] == answer)
+    return {k: (sum(v) / len(v), len(v)) for k, v in right.items() if v}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--world", type=Path, default=Path("runs/base/world"))
+    ap.add_argument("--images", type=int, default=150)
+    args = ap.parse_args()
+    items = probe_items(args.world, args.images)
+    counts = [answer for kind, _, _, answer in items if kind == "count"]
+    always_one = counts.count("one") / max(len(counts), 1)
+    for model in args.models:
+        acc = accuracies(model, args.world, items)
+        print(f"{model}: " + "  ".join(f"{k} {a:.3f} (n {n})" for k, (a, n) in acc.items())
+              + f"  | colour chance 0.167, count 'one' always {always_one:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,7 @@ is missing; a folder made with other settings is refused rather than mixed in (u
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -454,6 +455,7 @@ def draw_like(pool: list, counts: dict[Any, int], seed: int, name: str,
     return out
 
 
+@functools.cache
 def _vocabulary_pattern() -> re.Pattern:
     from mmalign.world import vocab
 
@@ -465,16 +467,19 @@ def _vocabulary_pattern() -> re.Pattern:
     return re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
 
 
-def question_template(sample: Any, _pattern: list = []) -> str:  # noqa: B006 (a cache)
+def question_template(sample: Any) -> str:
     """The record's first question with the image placeholder dropped and every word of the
     world's vocabulary (shapes, colours, sizes, positions, numbers, relations) masked: on the
     world this names the question kind and its phrasing variant."""
     from mmalign.records import IMAGE_TOKEN
 
-    if not _pattern:
-        _pattern.append(_vocabulary_pattern())
     first = next(t.content for t in sample.turns if t.role == "user")
-    return _pattern[0].sub("_", first.replace(IMAGE_TOKEN, "")).strip()
+    return _vocabulary_pattern().sub("_", first.replace(IMAGE_TOKEN, "")).strip()
+
+
+def category_template(sample: Any) -> tuple[str, str]:
+    """The `matched` arm's composition key."""
+    return sample.category, question_template(sample)
 
 
 def template_mix(samples: list) -> dict[str, Any]:
@@ -558,10 +563,9 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
                              "curated": defect_rate([s.id for s in curated], truth)}
     templates: dict[tuple[str, str], int] = {}
     for s in curated:
-        k = (s.category, question_template(s))
-        templates[k] = templates.get(k, 0) + 1
+        templates[category_template(s)] = templates.get(category_template(s), 0) + 1
     draws = {"random": (corpus, counts, lambda s: s.category),
-             "matched": (corpus, templates, lambda s: (s.category, question_template(s))),
+             "matched": (corpus, templates, category_template),
              "oracle": (clean_pool, counts, lambda s: s.category)}
     for name, (pool, wanted, key) in draws.items():
         sets[name], rates[name] = {}, {}

@@ -90,7 +90,7 @@ def test_question_template_masks_the_world_vocabulary_and_matched_draws_follow_i
     pool += [rec(20 + i, "Describe the image.", "detail") for i in range(3)]
     wanted = {("conversation", "How many _ are there in the image?"): 2,
               ("detail", "Describe the image."): 1}
-    key = lambda s: (s.category, a2l.question_template(s))  # noqa: E731
+    key = a2l.category_template
     drawn = a2l.draw_like(pool, wanted, 0, "matched", key)
     assert sorted(key(s) for s in drawn) == sorted(k for k, n in wanted.items()
                                                     for _ in range(n))

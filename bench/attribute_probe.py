@@ -38,33 +38,22 @@ def probe_items(world: Path, images: int) -> list[tuple[str, str, str, str]]:
 
 def accuracies(model: str, world: Path, items: list[tuple[str, str, str, str]],
                batch_size: int = 32) -> dict[str, tuple[float, int]]:
-    import torch
-
     from mmalign.backends.base import GenRequest
-    from mmalign.backends.hf import HFGenerator, chat_messages
-    from mmalign.io.images import load_image
+    from mmalign.backends.hf import HFGenerator
     from mmalign.world import vocab
 
-    g = HFGenerator.from_pretrained(model, device="cpu", dtype="float32")
+    g = HFGenerator.from_pretrained(model, batch_size=batch_size, device="cpu", dtype="float32")
     tok = g.processor.tokenizer
     words = {"colour": list(vocab.COLOR_NAMES), "count": ["one", "two", "three", "four"]}
     # The chat template puts a space before the answer: the first answer token is " Red"
     ids = {k: [tok.encode(f" {w.capitalize()}.", add_special_tokens=False)[0] for w in ws]
            for k, ws in words.items()}
+    logp = g.next_token_logprobs([GenRequest.single(world / image, f"{q}\n{vocab.SHORT_ANSWER}")
+                                  for _, image, q, _ in items])
     right: dict[str, list[bool]] = {"usual": [], "unusual": [], "count": []}
-    for i in range(0, len(items), batch_size):
-        batch = items[i:i + batch_size]
-        reqs = [GenRequest.single(world / image, f"{q}\n{vocab.SHORT_ANSWER}")
-                for _, image, q, _ in batch]
-        prompts = [g.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True,
-                                                   tokenize=False) for r in reqs]
-        enc = g.processor(images=[load_image(r.images[0]) for r in reqs], text=prompts,
-                          padding=True, padding_side="left", return_tensors="pt")
-        with torch.no_grad():
-            last = g.model(**enc).logits[:, -1]
-        for row, (kind, _, _, answer) in zip(last, batch, strict=True):
-            group = "count" if kind == "count" else "colour"
-            right[kind].append(words[group][int(row[ids[group]].argmax())] == answer)
+    for row, (kind, _, _, answer) in zip(logp, items, strict=True):
+        group = "count" if kind == "count" else "colour"
+        right[kind].append(words[group][int(row[ids[group]].argmax())] == answer)
     return {k: (sum(v) / len(v), len(v)) for k, v in right.items() if v}
 
 

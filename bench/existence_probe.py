@@ -23,11 +23,8 @@ def auc(pos: list[float], neg: list[float]) -> float:
 
 
 def main() -> None:
-    import torch
-
     from mmalign.backends.base import GenRequest
-    from mmalign.backends.hf import HFGenerator, chat_messages
-    from mmalign.io.images import load_image
+    from mmalign.backends.hf import HFGenerator
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -35,24 +32,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=160)
     ap.add_argument("--split", default="random")
     args = ap.parse_args()
-    g = HFGenerator.from_pretrained(args.model, device="cpu", dtype="float32")
+    g = HFGenerator.from_pretrained(args.model, batch_size=32, device="cpu", dtype="float32")
     tok = g.processor.tokenizer
     # The chat template puts a space before the answer: the first answer token is " Yes"
     yes = tok.encode(" Yes.", add_special_tokens=False)[0]
     no = tok.encode(" No.", add_special_tokens=False)[0]
     with open(args.world / "bench" / "pope.jsonl", encoding="utf-8") as f:
         rows = [r for r in map(json.loads, f) if r["split"] == args.split][:args.n]
-    scores: list[float] = []
-    for i in range(0, len(rows), 32):
-        reqs = [GenRequest.single(args.world / r["image"], f"{r['question']}\n{SHORT_ANSWER}")
-                for r in rows[i:i + 32]]
-        prompts = [g.processor.apply_chat_template(chat_messages(q), add_generation_prompt=True,
-                                                   tokenize=False) for q in reqs]
-        enc = g.processor(images=[load_image(q.images[0]) for q in reqs], text=prompts,
-                          padding=True, padding_side="left", return_tensors="pt")
-        with torch.no_grad():
-            logp = g.model(**enc).logits[:, -1].log_softmax(-1)  # (B, vocab)
-        scores += (logp[:, yes] - logp[:, no]).tolist()
+    logp = g.next_token_logprobs([GenRequest.single(args.world / r["image"],
+                                                    f"{r['question']}\n{SHORT_ANSWER}")
+                                  for r in rows])
+    scores = (logp[:, yes] - logp[:, no]).tolist()
     pos = [s for s, r in zip(scores, rows, strict=True) if r["answer"] == "yes"]
     neg = [s for s, r in zip(scores, rows, strict=True) if r["answer"] == "no"]
     print(f"{args.model}: n {len(rows)}  AUC {auc(pos, neg):.3f}  yes-no log-odds mean "

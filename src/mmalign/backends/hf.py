@@ -47,15 +47,31 @@ class HFGenerator:
                     out[i] = text
         return [t or "" for t in out]
 
+    def next_token_logprobs(self, requests: list[GenRequest]):
+        """log p(first answer token | prompt) over the vocabulary, (len(requests), vocab), in
+        request order: what a model would answer, read without generating (probes)."""
+        import torch
+
+        rows = []
+        for start in range(0, len(requests), self.batch_size):
+            enc = self._encode(requests[start:start + self.batch_size])
+            with torch.inference_mode():
+                rows.append(self.model(**enc).logits[:, -1].float().log_softmax(-1).cpu())
+        return torch.cat(rows) if rows else torch.empty(0)
+
+    def _encode(self, reqs: list[GenRequest]):
+        """The requests' prompts (chat template, generation prompt) and images, left-padded."""
+        prompts = [self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True,
+                                                      tokenize=False) for r in reqs]
+        images = [load_image(p) for r in reqs for p in r.images]
+        return self.processor(images=images or None, text=prompts, padding=True,
+                              padding_side="left", return_tensors="pt").to(self.model.device)
+
     def _generate_batch(self, reqs: list[GenRequest], max_new_tokens: int, temperature: float,
                         top_p: float, seed: int | None) -> list[str]:
         import torch
 
-        prompts = [self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True,
-                                                      tokenize=False) for r in reqs]
-        images = [load_image(p) for r in reqs for p in r.images]
-        enc = self.processor(images=images or None, text=prompts, padding=True,
-                             padding_side="left", return_tensors="pt").to(self.model.device)
+        enc = self._encode(reqs)
         kwargs = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                       pad_token_id=self.processor.tokenizer.pad_token_id)
         if temperature > 0:

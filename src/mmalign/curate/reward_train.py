@@ -120,6 +120,10 @@ class RewardGroupDataset:
         by_group: dict[str, list[RewardPair]] = {}
         for p in pairs:
             by_group.setdefault(p.group, []).append(p)
+        for group, g in by_group.items():
+            images = {p.image for p in g}
+            if len(images) != 1:  # pairs of a group share their image by construction
+                raise ValueError(f"annotation group {group!r} mixes images {sorted(images)}")
         self.groups = list(by_group.values())
         self.image_root = image_root
 
@@ -128,9 +132,6 @@ class RewardGroupDataset:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         g = self.groups[i]
-        images = {p.image for p in g}
-        if len(images) != 1:  # pairs of a group share their image by construction
-            raise ValueError(f"annotation group {g[0].group!r} mixes images {sorted(images)}")
         return {"image": str(self.image_root[g[0].group] / g[0].image),
                 "pairs": [(p.better, p.worse) for p in g]}
 
@@ -244,7 +245,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     import torch
     from transformers import TrainingArguments
 
-    from mmalign.models.reward import VLMRewardModel
+    from mmalign.models.reward import VLMRewardModel, pairwise_accuracy
     from mmalign.train.resume import resume_point
 
     t0 = time.time()
@@ -313,8 +314,6 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     if resume_from:
         log.info("%s RM: resuming from %s", kind, resume_from)
     train_out = trainer.train(resume_from_checkpoint=resume_from)
-    from mmalign.models.reward import pairwise_accuracy
-
     better, worse = held_out_scores(rm, eval_pairs, roots, cfg.eval_batch_size)
     acc_after = pairwise_accuracy(better, worse)
     write_eval_scores(out / "eval_scores.jsonl", better, worse)

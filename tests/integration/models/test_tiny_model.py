@@ -60,6 +60,21 @@ def test_batched_generation_equals_one_by_one(tiny_model, tiny_world):
     assert len(batched[-1]) <= len(batched[0])  # its own max_new_tokens group
 
 
+def test_next_token_logprobs_are_the_greedy_first_token_in_request_order(tiny_model,
+                                                                           tiny_world):
+    gen = HFGenerator.from_pretrained(tiny_model, batch_size=2, device="cpu")
+    images = sorted((tiny_world / "images" / "bench").glob("*.png"))[:3]
+    reqs = [GenRequest.single(p, q, max_new_tokens=1) for p, q in zip(
+        images, ["Is there a star?", "Describe the image.", "What color is the circle?"],
+        strict=True)]
+    logp = gen.next_token_logprobs(reqs)  # three requests over two batches
+    assert logp.shape == (3, gen.model.config.text_config.vocab_size)
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(3), atol=1e-4)
+    tok = gen.processor.tokenizer
+    firsts = [tok.decode([int(i)], skip_special_tokens=True).strip() for i in logp.argmax(-1)]
+    assert firsts == gen.generate(reqs)  # greedy, one new token each
+
+
 def test_sampling_is_seeded(tiny_model, tiny_world):
     gen = HFGenerator.from_pretrained(tiny_model, device="cpu")
     img = next((tiny_world / "images" / "bench").glob("*.png"))

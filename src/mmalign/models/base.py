@@ -13,16 +13,21 @@
              of "which shape was asked" and "which shapes are here"; on the clean set's
              yes/no questions alone the model sat at chance for 1000+ steps, and in the full
              mix it never left it (docs/LOG.md, probes 9-11);
-4. `sft/`    the whole clean set plus the grounding set through `mmalign train sft` (without
-             the grounding records the full mix unlearns what stage 3 taught).
+4. `attributes/` reading an object's colour and count: "What color is the <shape>?" and "How
+             many <shapes> are there?", drawn so the question does not predict the answer
+             (`world.corpus.attribute_samples`). The world gives each shape a usual colour
+             45% of the time; with that shortcut in every earlier set the model answered the
+             usual colour and never read colour off the image (docs/LOG.md, session 12);
+5. `sft/`    the whole clean set plus the grounding and attribute sets through `mmalign train
+             sft` (without them the full mix unlearns what stages 3-4 taught).
 
-Stages 2-4 train the projector and the language model with the vision tower frozen, as
+Stages 2-5 train the projector and the language model with the vision tower frozen, as
 LLaVA-1.5 does: training all weights let the language model's early, image-blind gradients
 wash the object information out of the tower (a linear probe of "which shapes are present"
 fell from 0.94 to 0.81 in 300 steps; docs/LOG.md, probe 10).
 
 `model/` is the finished base model. Each stage writes its folder atomically, so a folder that
-exists is complete and is skipped on a rerun; stages 2-4 resume from their newest checkpoint.
+exists is complete and is skipped on a rerun; stages 2-5 resume from their newest checkpoint.
 `mmalign model base --world W --out DIR` is the command that made the shipped checkpoint
 (`checkpoints/tiny-base`, see docs/results.md).
 """
@@ -47,13 +52,14 @@ class BaseConfig:
     vision_lr: float = 2e-3
     caption_steps: int = 500  # stage 2: captions only (0 skips the stage)
     grounding_steps: int = 1000  # stage 3: the grounding set (0 skips the stage)
-    grounding_in_mix: bool = True  # stage 4 trains on the grounding set too
-    sft_steps: int = 1500  # stage 4: the world's whole clean set
-    freeze_vision_tower: bool = True  # in stages 2-4
+    attribute_steps: int = 1200  # stage 4: the attribute set (0 skips the stage)
+    sets_in_mix: bool = True  # stage 5 trains on the grounding and attribute sets too
+    sft_steps: int = 1500  # stage 5: the world's whole clean set
+    freeze_vision_tower: bool = True  # in stages 2-5
     batch_size: int = 32
     lr: float = 1e-3
     save_steps: int = 250
-    limit: int | None = None  # stage 4 on the first N clean records only (quick checks)
+    limit: int | None = None  # stage 5 on the first N clean records only (quick checks)
 
 
 def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None) -> Path:
@@ -87,12 +93,15 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
     timings["vision_s"] = round(time.time() - t0, 1)
     start = out / "vision"
     stage_data = {"captions": lambda: (r for r in read_records(clean) if r.category == "detail"),
-                  "grounding": lambda: grounding_records(world, cfg.seed)}
-    stage_steps = {"captions": cfg.caption_steps, "grounding": cfg.grounding_steps}
+                  "grounding": lambda: scene_records(world, cfg.seed, "grounding"),
+                  "attributes": lambda: scene_records(world, cfg.seed, "attributes")}
+    stage_steps = {"captions": cfg.caption_steps, "grounding": cfg.grounding_steps,
+                   "attributes": cfg.attribute_steps}
+    in_mix = ("grounding", "attributes") if cfg.sets_in_mix else ()
     for name, steps in stage_steps.items():
         t0 = time.time()
         data = out / f"{name}.json"
-        needed = steps > 0 or (name == "grounding" and cfg.grounding_in_mix)
+        needed = steps > 0 or name in in_mix
         if needed and not data.is_file():
             write_records(data, stage_data[name](), "llava")
         if steps > 0:
@@ -104,7 +113,7 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
                 seed=cfg.seed))
         timings[f"{name}_s"] = round(time.time() - t0, 1)
     t0 = time.time()
-    mix = [str(clean)] + ([str(out / "grounding.json")] if cfg.grounding_in_mix else [])
+    mix = [str(clean)] + [str(out / f"{name}.json") for name in in_mix]
     trained = train_sft(SFTRunConfig(
         model=str(start), data=mix, image_root=str(world), output_dir=str(out / "sft"),
         max_steps=cfg.sft_steps, per_device_train_batch_size=cfg.batch_size,
@@ -122,19 +131,21 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
     return final
 
 
-def grounding_records(world: Path, seed: int):
-    """The grounding set over the world's pretraining images (the clean set's images)."""
+def scene_records(world: Path, seed: int, name: str):
+    """The grounding or attribute set over the world's pretraining images (the clean set's)."""
     import numpy as np
 
-    from mmalign.world.corpus import grounding_samples
+    from mmalign.world.corpus import attribute_samples, grounding_samples
     from mmalign.world.scene import read_scene_file
 
+    make, stream = {"grounding": (grounding_samples, 11),
+                    "attributes": (attribute_samples, 12)}[name]
     scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "pretrain"]
     if not scenes:
-        raise ValueError(f"{world / 'scenes.jsonl'}: no pretraining scenes for the grounding set")
-    rng = np.random.default_rng([seed, 11])
+        raise ValueError(f"{world / 'scenes.jsonl'}: no pretraining scenes for the {name} set")
+    rng = np.random.default_rng([seed, stream])
     for scene in scenes:
-        yield from grounding_samples(scene, scene.image, rng)
+        yield from make(scene, scene.image, rng)
 
 
 def _world_fingerprint(world: Path) -> dict:

@@ -38,16 +38,18 @@ def base(
     caption_steps: int = typer.Option(500, help="Stage 2: captions only (0 skips it)."),
     grounding_steps: int = typer.Option(
         1000, help="Stage 3: the grounding set (existence + helper tasks; 0 skips it)."),
-    grounding_in_mix: bool = typer.Option(
-        True, "--grounding-in-mix/--clean-only-mix",
-        help="Stage 4 trains on the grounding set as well as the clean set."),
-    sft_steps: int = typer.Option(1500, help="Stage 4: the whole clean set."),
+    attribute_steps: int = typer.Option(
+        1200, help="Stage 4: the attribute set (colour and count, decorrelated; 0 skips it)."),
+    sets_in_mix: bool = typer.Option(
+        True, "--sets-in-mix/--clean-only-mix",
+        help="Stage 5 trains on the grounding and attribute sets as well as the clean set."),
+    sft_steps: int = typer.Option(1500, help="Stage 5: the whole clean set."),
     freeze_vision: bool = typer.Option(
         True, "--freeze-vision/--train-vision",
-        help="Keep the pretrained vision tower frozen in stages 2-4 (LLaVA-1.5 does)."),
+        help="Keep the pretrained vision tower frozen in stages 2-5 (LLaVA-1.5 does)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
-    limit: int = typer.Option(None, help="Stage 4 on the first N clean records only."),
+    limit: int = typer.Option(None, help="Stage 5 on the first N clean records only."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train the tiny base model from scratch on a world (resumable; skips finished stages)."""
@@ -57,8 +59,8 @@ def base(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = BaseConfig(seed=seed, vision_steps=vision_steps, caption_steps=caption_steps,
-                     grounding_steps=grounding_steps, grounding_in_mix=grounding_in_mix,
-                     sft_steps=sft_steps,
+                     grounding_steps=grounding_steps, attribute_steps=attribute_steps,
+                     sets_in_mix=sets_in_mix, sft_steps=sft_steps,
                      freeze_vision_tower=freeze_vision, batch_size=batch_size, lr=lr,
                      limit=limit)
     try:

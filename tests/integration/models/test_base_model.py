@@ -91,7 +91,8 @@ def test_model_base_cli_builds_then_skips(tiny_world, tmp_path):
     # The CLI builds the default tiny size; keep it to a few steps on 8 records.
     out = tmp_path / "b"
     args = ["model", "base", "--world", str(tiny_world), "--out", str(out), "--vision-steps",
-            "2", "--caption-steps", "1", "--grounding-steps", "1", "--sft-steps", "2",
+            "2", "--caption-steps", "1", "--grounding-steps", "1", "--attribute-steps", "1",
+            "--sft-steps", "2",
             "--batch-size", "4", "--limit", "8"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
@@ -103,8 +104,13 @@ def test_model_base_cli_builds_then_skips(tiny_world, tmp_path):
     assert (out / "captions" / "final").is_dir() and (out / "grounding" / "final").is_dir()
     grounding = json.loads((out / "grounding.json").read_text())
     assert {r["id"].rsplit("-", 1)[1][0] for r in grounding} == {"g", "l", "e"}
-    stage4 = json.loads((out / "sft" / "sft_config.json").read_text())
-    assert stage4["data"] == [str(tiny_world / "clean.json"), str(out / "grounding.json")]
+    assert (out / "attributes" / "final").is_dir()
+    attributes = json.loads((out / "attributes.json").read_text())
+    assert {r["id"].rsplit("-", 1)[1][0] for r in attributes} <= {"c", "n"}
+    assert any("What color" in r["conversations"][0]["value"] for r in attributes)
+    stage5 = json.loads((out / "sft" / "sft_config.json").read_text())
+    assert stage5["data"] == [str(tiny_world / "clean.json"), str(out / "grounding.json"),
+                              str(out / "attributes.json")]
     assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
     stamp = (model / "model.safetensors").stat().st_mtime_ns
     r = CliRunner().invoke(app, args)

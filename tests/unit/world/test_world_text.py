@@ -210,3 +210,33 @@ def test_grounding_set_is_balanced_and_true_to_the_scene(scenes):
                                    else f"No, there is no {shape}.")
         checked += 1
     assert checked >= 100
+
+
+def test_attribute_set_is_true_and_not_predictable_from_the_shape(scenes):
+    from mmalign.world.corpus import attribute_samples, grounding_samples
+
+    rng = np.random.default_rng(0)
+    usual, colours, ones, counts = 0, 0, 0, 0
+    for image, scene in scenes.items():
+        for r in attribute_samples(scene, image, rng):
+            q, a = r.turns[0].content, r.turns[1].content
+            if m := re.search(r"What color is the (\w+)\?", q):
+                (obj,) = [o for o in scene.objects if o.shape == m.group(1)]  # unique shape
+                expected = (f"{obj.color.capitalize()}." if vocab.SHORT_ANSWER in q
+                            else f"The {obj.shape} is {obj.color}.")
+                assert a == expected
+                colours += 1
+                usual += obj.color == vocab.USUAL_COLOR[obj.shape]
+            elif m := re.search(r"How many (\w+) are there\?", q):
+                shape = next(s for s in vocab.SHAPES if vocab.PLURALS[s] == m.group(1))
+                n = scene.count(shape=shape)
+                assert n >= 1 and vocab.number_word(n) in a.lower()
+                counts += 1
+                ones += n == 1
+        assert not any("What color" in r.turns[0].content or "How many" in r.turns[0].content
+                       for r in grounding_samples(scene, image, rng))
+    assert colours >= 100 and counts >= 50
+    # in the scenes a shape has its usual colour 45% of the time; here about 1 in 6
+    assert usual / colours < 0.3
+    # most shapes are there once; here "one" is not the majority by far
+    assert ones / counts < 0.7

@@ -9,7 +9,8 @@ the first answer position (no generation). Colour accuracy is split by whether t
 its shape's usual colour (the world draws it with probability vocab.USUAL_COLOR_P): a model
 that ignores the image and answers the usual colour scores high on "usual" and below chance
 (1/6) on "unusual"; one that reads the image scores alike on both. Chance for "count" is set by
-how often a shape appears once, which is most of the time.
+how often a shape appears once, which is most of the time; "count>1" is the accuracy on the
+shapes that appear more than once (0 for a model that always answers "one").
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ def accuracies(model: str, world: Path, items: list[tuple[str, str, str, str]],
            for k, ws in words.items()}
     logp = g.next_token_logprobs([GenRequest.single(world / image, f"{q}\n{vocab.SHORT_ANSWER}")
                                   for _, image, q, _ in items])
-    right: dict[str, list[bool]] = {"usual": [], "unusual": [], "count": []}
+    right: dict[str, list[bool]] = {"usual": [], "unusual": [], "count": [], "count>1": []}
     for row, (kind, _, _, answer) in zip(logp, items, strict=True):
         group = "count" if kind == "count" else "colour"
         right[kind].append(words[group][int(row[ids[group]].argmax())] == answer)
+        if kind == "count" and answer != "one":
+            right["count>1"].append(right[kind][-1])
     return {k: (sum(v) / len(v), len(v)) for k, v in right.items() if v}
 
 

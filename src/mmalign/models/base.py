@@ -13,13 +13,14 @@
              of "which shape was asked" and "which shapes are here"; on the clean set's
              yes/no questions alone the model sat at chance for 1000+ steps, and in the full
              mix it never left it (docs/LOG.md, probes 9-11);
-4. `attributes/` reading an object's colour and count: "What color is the <shape>?" and "How
-             many <shapes> are there?", drawn so the question does not predict the answer
+4. `attributes/` (opt-in, `attribute_steps`; the shipped checkpoint has none) reading an
+             object's colour and count: "What color is the <shape>?" and "How many <shapes>
+             are there?", drawn so the question does not predict the answer
              (`world.corpus.attribute_samples`). The world gives each shape a usual colour
-             45% of the time; with that shortcut in every earlier set the model answered the
-             usual colour and never read colour off the image (docs/LOG.md, session 12);
-5. `sft/`    the whole clean set plus the grounding and attribute sets through `mmalign train
-             sft` (without them the full mix unlearns what stages 3-4 taught).
+             45% of the time; with that shortcut in every earlier set the model answers the
+             usual colour and never reads colour off the image (docs/LOG.md, session 12);
+5. `sft/`    the whole clean set plus the grounding (and attribute) sets through `mmalign
+             train sft` (without them the full mix unlearns what stages 3-4 taught).
 
 Stages 2-5 train the projector and the language model with the vision tower frozen, as
 LLaVA-1.5 does: training all weights let the language model's early, image-blind gradients
@@ -52,8 +53,11 @@ class BaseConfig:
     vision_lr: float = 2e-3
     caption_steps: int = 500  # stage 2: captions only (0 skips the stage)
     grounding_steps: int = 1000  # stage 3: the grounding set (0 skips the stage)
-    attribute_steps: int = 1200  # stage 4: the attribute set (0 skips the stage)
-    sets_in_mix: bool = True  # stage 5 trains on the grounding and attribute sets too
+    # stage 4: the attribute set (0 skips the stage and leaves the set out of stage 5). Off by
+    # default: it makes the base read colour but breaks its captions on foreign prompts, and
+    # the shipped checkpoint was built without it (docs/LOG.md, session 12).
+    attribute_steps: int = 0
+    sets_in_mix: bool = True  # stage 5 trains on the grounding (and attribute) sets too
     sft_steps: int = 1500  # stage 5: the world's whole clean set
     freeze_vision_tower: bool = True  # in stages 2-5
     batch_size: int = 32
@@ -97,7 +101,8 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
                   "attributes": lambda: scene_records(world, cfg.seed, "attributes")}
     stage_steps = {"captions": cfg.caption_steps, "grounding": cfg.grounding_steps,
                    "attributes": cfg.attribute_steps}
-    in_mix = ("grounding", "attributes") if cfg.sets_in_mix else ()
+    in_mix = ("grounding",) + (("attributes",) if cfg.attribute_steps > 0 else ())
+    in_mix = in_mix if cfg.sets_in_mix else ()
     for name, steps in stage_steps.items():
         t0 = time.time()
         data = out / f"{name}.json"

@@ -39,7 +39,8 @@ def base(
     grounding_steps: int = typer.Option(
         1000, help="Stage 3: the grounding set (existence + helper tasks; 0 skips it)."),
     attribute_steps: int = typer.Option(
-        1200, help="Stage 4: the attribute set (colour and count, decorrelated; 0 skips it)."),
+        0, help="Stage 4: the attribute set (colour and count, decorrelated; 0 skips it and "
+                "leaves it out of stage 5; session 12 built with 1200)."),
     sets_in_mix: bool = typer.Option(
         True, "--sets-in-mix/--clean-only-mix",
         help="Stage 5 trains on the grounding and attribute sets as well as the clean set."),

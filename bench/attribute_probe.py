@@ -22,6 +22,7 @@ from pathlib import Path
 def probe_items(world: Path, images: int) -> list[tuple[str, str, str, str]]:
     """(kind, image, question, answer word): kind is usual / unusual (colour) or count."""
     from mmalign.world import vocab
+    from mmalign.world.corpus import COLOR_QUESTION, COUNT_QUESTION
     from mmalign.world.scene import read_scene_file
 
     scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "bench"]
@@ -30,9 +31,9 @@ def probe_items(world: Path, images: int) -> list[tuple[str, str, str, str]]:
         for o in s.objects:
             if s.count(shape=o.shape) == 1:
                 kind = "usual" if o.color == vocab.USUAL_COLOR[o.shape] else "unusual"
-                items.append((kind, s.image, f"What color is the {o.shape}?", o.color))
+                items.append((kind, s.image, COLOR_QUESTION.format(shape=o.shape), o.color))
         for shape in sorted(s.shapes()):
-            items.append(("count", s.image, f"How many {vocab.PLURALS[shape]} are there?",
+            items.append(("count", s.image, COUNT_QUESTION.format(plural=vocab.PLURALS[shape]),
                           vocab.number_word(s.count(shape=shape))))
     return items
 

@@ -243,6 +243,10 @@ KEEP_USUAL_COLOR = (1 - vocab.USUAL_COLOR_P) / (len(vocab.COLOR_NAMES) - 1) / vo
 # once (13 281 of 16 089 on the default world's pretraining images), and 0.2 about balances
 # "one" against the larger counts.
 KEEP_SINGLE_COUNT = 0.2
+# The attribute set's questions, in the house style of the benchmark's VQA questions; the
+# attribute probe (bench/attribute_probe.py) asks the same.
+COLOR_QUESTION = "What color is the {shape}?"
+COUNT_QUESTION = "How many {plural} are there?"
 
 
 def attribute_samples(scene: Scene, image: str, rng: np.random.Generator) -> list[Sample]:
@@ -262,14 +266,14 @@ def attribute_samples(scene: Scene, image: str, rng: np.random.Generator) -> lis
             continue
         if o.color == vocab.USUAL_COLOR[o.shape] and rng.random() >= KEEP_USUAL_COLOR:
             continue
-        q = f"What color is the {o.shape}?"
+        q = COLOR_QUESTION.format(shape=o.shape)
         items.append((f"c{k}", f"{q}\n{vocab.SHORT_ANSWER}", o.color.capitalize() + "."))
         items.append((f"ce{k}", q, f"The {o.shape} is {o.color}."))
     for shape in sorted(scene.shapes()):
         n = scene.count(shape=shape)
         if n == 1 and rng.random() >= KEEP_SINGLE_COUNT:
             continue
-        q = f"How many {vocab.PLURALS[shape]} are there?"
+        q = COUNT_QUESTION.format(plural=vocab.PLURALS[shape])
         word = vocab.number_word(n)
         echo = (f"There is one {shape}." if n == 1
                 else f"There are {word} {vocab.PLURALS[shape]}.")

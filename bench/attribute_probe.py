@@ -11,6 +11,16 @@ that ignores the image and answers the usual colour scores high on "usual" and b
 (1/6) on "unusual"; one that reads the image scores alike on both. Chance for "count" is set by
 how often a shape appears once, which is most of the time; "count>1" is the accuracy on the
 shapes that appear more than once (0 for a model that always answers "one").
+
+"binding after" and "binding before" score statements rather than answers: for each such
+object, the true sentence against the same sentence with another colour (drawn uniformly), by
+the model's log-likelihood of the answer (teacher-forced, as a reward model's backbone reads
+an answer): after, "Which color does the <shape> have?" / "The <shape> in the image is
+<colour>." (the colour after the shape, as the corpus's conversation answers say it); before,
+the CHAIR prompt / "There is a <colour> <shape> in the image." (the colour first, as detail
+answers and captions say it, so the model has to check it against the shape that follows).
+Chance is 0.5; a model that prefers the shape's usual colour scores below it on "unusual"
+objects, so the columns are split the same way.
 """
 
 from __future__ import annotations
@@ -61,17 +71,72 @@ def accuracies(model: str, world: Path, items: list[tuple[str, str, str, str]],
     return {k: (sum(v) / len(v), len(v)) for k, v in right.items() if v}
 
 
+def binding_items(world: Path, images: int, seed: int = 0
+                  ) -> list[tuple[str, str, str, str, str]]:
+    """(column, image, question, true answer, false answer) for the binding columns."""
+    import random
+
+    from mmalign.world import vocab
+    from mmalign.world.bench import CHAIR_PROMPT
+    from mmalign.world.scene import read_scene_file
+
+    rng = random.Random(f"binding:{seed}")
+    scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "bench"]
+    items = []
+    for s in scenes[:images]:
+        for o in s.objects:
+            if s.count(shape=o.shape) != 1:
+                continue
+            usual = "usual" if o.color == vocab.USUAL_COLOR[o.shape] else "unusual"
+            wrong = rng.choice([c for c in vocab.COLOR_NAMES if c != o.color])
+            after = "The {s} in the image is {c}."
+            items.append((f"after {usual}", s.image, f"Which color does the {o.shape} have?",
+                          after.format(s=o.shape, c=o.color), after.format(s=o.shape, c=wrong)))
+            before = "There is a {c} {s} in the image."
+            items.append((f"before {usual}", s.image, CHAIR_PROMPT,
+                          before.format(s=o.shape, c=o.color), before.format(s=o.shape, c=wrong)))
+    return items
+
+
+def binding(model: str, world: Path, items: list[tuple[str, str, str, str, str]]
+            ) -> dict[str, tuple[float, int]]:
+    """Share of items whose true statement the model finds likelier than the false one."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mmalign.curate.rewrite import target_perplexity
+    from mmalign.records import IMAGE_TOKEN, Sample, Turn
+
+    m = AutoModelForImageTextToText.from_pretrained(model).eval()
+    processor = AutoProcessor.from_pretrained(model)
+
+    def loglik(image: str, question: str, answer: str) -> float:
+        sample = Sample("probe", [image], [Turn("user", f"{IMAGE_TOKEN}\n{question}"),
+                                           Turn("assistant", answer)])
+        ppl = target_perplexity(m, processor, [sample], world, batch_size=1)
+        return -ppl.nll * ppl.tokens
+
+    right: dict[str, list[bool]] = {}
+    for column, image, question, true, false in items:
+        right.setdefault(column, []).append(
+            loglik(image, question, true) > loglik(image, question, false))
+    return {f"binding {k}": (sum(v) / len(v), len(v)) for k, v in sorted(right.items())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
     ap.add_argument("--world", type=Path, default=Path("runs/base/world"))
     ap.add_argument("--images", type=int, default=150)
+    ap.add_argument("--no-binding", action="store_true", help="skip the binding columns")
     args = ap.parse_args()
     items = probe_items(args.world, args.images)
+    pairs = [] if args.no_binding else binding_items(args.world, args.images)
     counts = [answer for kind, _, _, answer in items if kind == "count"]
     always_one = counts.count("one") / max(len(counts), 1)
     for model in args.models:
         acc = accuracies(model, args.world, items)
+        if pairs:
+            acc |= binding(model, args.world, pairs)
         print(f"{model}: " + "  ".join(f"{k} {a:.3f} (n {n})" for k, (a, n) in acc.items())
               + f"  | colour chance 0.167, count 'one' always {always_one:.3f}")
 

@@ -279,7 +279,43 @@ def attribute_samples(scene: Scene, image: str, rng: np.random.Generator) -> lis
                 else f"There are {word} {vocab.PLURALS[shape]}.")
         items.append((f"n{shape}", f"{q}\n{vocab.SHORT_ANSWER}", word.capitalize() + "."))
         items.append((f"ne{shape}", q, echo))
+    items += conjunction_items(scene, rng)
     return _short_samples(scene, image, items, "world/attributes")
+
+
+CONJUNCTION_QUESTION = "Is there a {color} {shape} in the image?"
+
+
+def conjunction_items(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """"Is there a {color} {shape} in the image?" for objects of the scene (yes) and as many
+    shapes of the scene in a colour none of them wears (no), short and echoed ("No, there is no
+    red star."). The colour-question set teaches reading a named shape's colour; an answer or a
+    caption states "a red star", where the colour comes first and has to be checked against
+    the shape that follows it: the reverse binding, which this set asks for. Yes-colours are
+    thinned like the colour questions' (usual colour kept at KEEP_USUAL_COLOR); a "no" pairs
+    a shape of the image with a colour another of its shapes wears, so neither the shape's nor
+    the colour's presence answers the question (a scene with one colour is not asked).
+    """
+    asked: list[tuple[str, str, bool]] = []
+    for o in scene.objects:
+        if o.color == vocab.USUAL_COLOR[o.shape] and rng.random() >= KEEP_USUAL_COLOR:
+            continue
+        if (o.color, o.shape, True) not in asked:
+            asked.append((o.color, o.shape, True))
+    # "no": a shape of the image in a colour it does not wear but another shape does, so
+    # neither "is red anywhere?" nor "is the star here?" answers the question.
+    options = sorted({(c, shape) for shape in scene.shapes() for c in scene.colors()
+                      if not scene.count(shape=shape, color=c)})
+    n = min(len(asked), len(options))  # as many of each
+    asked = [asked[int(i)] for i in sorted(rng.permutation(len(asked))[:n])]
+    asked += [(*options[int(i)], False) for i in rng.permutation(len(options))[:n]]
+    items = []
+    for k, (color, shape, here) in enumerate(asked):
+        q = CONJUNCTION_QUESTION.format(color=color, shape=shape)
+        items.append((f"j{k}", f"{q}\n{vocab.SHORT_ANSWER}", "Yes." if here else "No."))
+        items.append((f"je{k}", q, f"Yes, there is a {color} {shape}." if here
+                      else f"No, there is no {color} {shape}."))
+    return items
 
 
 def _short_samples(scene: Scene, image: str, items: list[tuple[str, str, str]],

@@ -240,3 +240,34 @@ def test_attribute_set_is_true_and_not_predictable_from_the_shape(scenes):
     assert usual / colours < 0.3
     # most shapes are there once; here "one" is not the majority by far
     assert ones / counts < 0.7
+
+
+def test_conjunction_questions_are_true_balanced_and_bind_colour_to_shape(scenes):
+    from mmalign.world.corpus import attribute_samples
+
+    rng = np.random.default_rng(1)
+    answers = {True: 0, False: 0}
+    usual = {True: 0, False: 0}
+    colour_elsewhere = 0  # "no" questions whose colour another shape of the image wears
+    for image, scene in scenes.items():
+        for r in attribute_samples(scene, image, rng):
+            q, a = r.turns[0].content, r.turns[1].content
+            m = re.search(r"Is there a (\w+) (\w+) in the image\?", q)
+            if not m:
+                continue
+            color, shape = m.groups()
+            here = scene.count(shape=shape, color=color) > 0
+            assert shape in scene.shapes()  # never plain existence: the shape is there
+            if vocab.SHORT_ANSWER in q:
+                assert a == ("Yes." if here else "No.")
+                answers[here] += 1
+                usual[here] += color == vocab.USUAL_COLOR[shape]
+                colour_elsewhere += not here and color in scene.colors()
+            else:
+                assert a == (f"Yes, there is a {color} {shape}." if here
+                             else f"No, there is no {color} {shape}.")
+    assert answers[True] >= 50 and 0.8 < answers[True] / answers[False] < 1.25
+    # the usual colour predicts neither answer (scenes: 45% usual)
+    assert usual[True] / answers[True] < 0.3 and usual[False] / answers[False] < 0.3
+    # the colour alone does not say "yes": it is often in the image on another shape
+    assert colour_elsewhere / answers[False] > 0.2

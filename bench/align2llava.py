@@ -121,6 +121,7 @@ class Align2LLaVAExperiment:
     rm_eval_fraction: float = 0.1  # share of annotation images held out for the accuracy
     rm_augment_rate: float = 0.25  # corruption pairs per candidate (paper)
     rm_max_length: int | None = None
+    rm_layout: str = "user"  # user (the paper's) | turns: the scored text after the image
     rm_seed: int = 0
 
     # --- scoring the corpus
@@ -204,6 +205,7 @@ def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: 
         eval_fraction=exp.rm_eval_fraction, augment_rate=exp.rm_augment_rate,
         max_steps=exp.rm_steps, per_device_train_batch_size=exp.rm_batch_size,
         group_pairs=exp.rm_group_pairs, learning_rate=exp.rm_lr, max_length=exp.rm_max_length,
+        layout=exp.rm_layout,
         lora=exp.rm_lora, lora_r=exp.rm_lora_r, lora_alpha=2 * exp.rm_lora_r,
         freeze_vision_tower=exp.rm_freeze_vision, logging_steps=max(1, min(25, exp.rm_steps // 4)),
         save_steps=max(50, exp.rm_steps // 4), seed=exp.rm_seed)  # an interrupted run resumes

@@ -105,6 +105,14 @@ def answer_text(question: str, answer: str) -> str:
     return f"Question: {strip_image_tokens(question)}\nAnswer: {strip_image_tokens(answer)}"
 
 
+def split_answer_text(text: str) -> tuple[str, str] | None:
+    """(question, answer) of an answer RM's text; None for any other text."""
+    if not text.startswith("Question: ") or "\nAnswer: " not in text:
+        return None
+    question, answer = text.removeprefix("Question: ").split("\nAnswer: ", 1)
+    return question, answer
+
+
 def rm_text(group: AnnotationGroup, candidate: Any) -> str:
     if group.kind == QUESTION:
         return question_text(candidate)

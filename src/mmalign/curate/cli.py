@@ -48,6 +48,9 @@ def reward(
     grad_accum: int = typer.Option(1, "--grad-accum"),
     lr: float = typer.Option(2e-5, "--lr"),
     max_length: int = typer.Option(None, help="Cut longer inputs (never image tokens)."),
+    layout: str = typer.Option(
+        "user", help="user: the text in the user turn (the paper's); turns: the scored text as "
+        "the assistant's turn after the image (and the question)."),
     lora: bool = typer.Option(False, "--lora", help="LoRA on the language model + projector."),
     lora_r: int = typer.Option(16),
     freeze_vision: bool = typer.Option(False, help="Full fine-tuning, vision tower frozen."),
@@ -67,7 +70,8 @@ def reward(
         eval_fraction=eval_fraction, augment_rate=augment_rate, num_train_epochs=epochs,
         max_steps=max_steps, per_device_train_batch_size=batch_size, group_pairs=group_pairs,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, max_length=max_length,
-        lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, freeze_vision_tower=freeze_vision,
+        layout=layout, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r,
+        freeze_vision_tower=freeze_vision,
         logging_steps=logging_steps, save_steps=save_steps,
         report_to=[r.strip() for r in report_to.split(",")], seed=seed)
     try:

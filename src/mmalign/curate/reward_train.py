@@ -64,6 +64,9 @@ class RewardTrainConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_length: int | None = None  # cut longer texts (never image tokens); None: no limit
+    # user: the whole text in the user turn (the paper's); turns: the scored text as the
+    # assistant's turn, after the image (and question) (models/reward.py)
+    layout: str = "user"
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -99,16 +102,17 @@ class RewardPairDataset:
 class PairCollator:
     """[{image, better, worse}] * n -> model inputs for 2n rows (better first) + n_pairs."""
 
-    def __init__(self, processor: Any, max_length: int | None):
+    def __init__(self, processor: Any, max_length: int | None, layout: str = "user"):
         self.processor = processor
         self.max_length = max_length
+        self.layout = layout
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         from mmalign.models.reward import RewardInput, encode_inputs
 
         items = ([RewardInput([r["image"]], r["better"]) for r in rows]
                  + [RewardInput([r["image"]], r["worse"]) for r in rows])
-        batch = encode_inputs(self.processor, items, self.max_length)
+        batch = encode_inputs(self.processor, items, self.max_length, self.layout)
         batch["n_pairs"] = len(rows)
         return batch
 
@@ -141,9 +145,10 @@ class GroupCollator:
     every pair's better and worse side, and per-pair weights that average within a group and
     then over the groups."""
 
-    def __init__(self, processor: Any, max_length: int | None):
+    def __init__(self, processor: Any, max_length: int | None, layout: str = "user"):
         self.processor = processor
         self.max_length = max_length
+        self.layout = layout
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -162,7 +167,7 @@ class GroupCollator:
                 better.append(index[pair[0]])
                 worse.append(index[pair[1]])
                 weight.append(1.0 / (len(r["pairs"]) * len(rows)))
-        batch = encode_inputs(self.processor, items, self.max_length)
+        batch = encode_inputs(self.processor, items, self.max_length, self.layout)
         batch["better_index"] = torch.tensor(better)
         batch["worse_index"] = torch.tensor(worse)
         batch["pair_weight"] = torch.tensor(weight)
@@ -245,7 +250,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     import torch
     from transformers import TrainingArguments
 
-    from mmalign.models.reward import VLMRewardModel, pairwise_accuracy
+    from mmalign.models.reward import VLMRewardModel, check_layout, pairwise_accuracy
     from mmalign.train.resume import resume_point
 
     t0 = time.time()
@@ -272,6 +277,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     else:
         rm = VLMRewardModel.from_backbone(cfg.model, dtype=cfg.dtype, seed=cfg.seed)
     rm.max_length = cfg.max_length
+    rm.layout = check_layout(cfg.layout, "RewardTrainConfig.layout")
     rm.info = {"kind": kind, "annotations": [str(p) for p in cfg.annotations]}
     if cfg.lora:
         rm.enable_lora(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
@@ -304,10 +310,10 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     )
     if cfg.group_pairs:
         dataset = RewardGroupDataset(train_pairs, roots)
-        collator = GroupCollator(rm.processor, cfg.max_length)
+        collator = GroupCollator(rm.processor, cfg.max_length, rm.layout)
     else:
         dataset = RewardPairDataset(train_pairs, roots)
-        collator = PairCollator(rm.processor, cfg.max_length)
+        collator = PairCollator(rm.processor, cfg.max_length, rm.layout)
     trainer = _trainer_class()(model=rm, args=args, train_dataset=dataset,
                                data_collator=collator)
     resume_from = resume_point(out, cfg.resume)
@@ -333,6 +339,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         "eval_pairwise_accuracy_before": _round(acc_before),
         "eval_pairwise_accuracy": _round(acc_after),
         "lora": cfg.lora,
+        "layout": rm.layout,
         "resumed_from": Path(resume_from).name if resume_from else None,
         "seconds": round(time.time() - t0, 1),
     }

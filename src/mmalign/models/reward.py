@@ -6,10 +6,17 @@
     rm.save_pretrained("rm/")                                # merged backbone + head
     rm = VLMRewardModel.from_pretrained("rm/")
 
-The text is placed in one user turn after the image placeholder(s) and run through the
-model's own chat template and processor, so each family puts its image tokens where it
-expects them. The backbone's language model gives hidden states (B, T, H); the head reads the
-state of the last non-padding token, found from the attention mask (so left and right padding
+The text is run through the model's own chat template and processor, so each family puts its
+image tokens where it expects them, in one of two layouts:
+- `user` (the paper's): the whole text in one user turn with the image(s);
+- `turns`: the scored text as the assistant's turn, after a user turn holding the image(s) and,
+  for an answer RM's "Question: q\nAnswer: a", the question. The text is then where the model
+  learnt to read answers against the image. A template that puts the image after the user's
+  text (the tiny model's, question first) leaves no text of the `user` layout able to attend
+  to the image: only the tokens after it can, and the head has to do all the checking there.
+
+The backbone's language model gives hidden states (B, T, H); the head reads the state of the
+last non-padding token, found from the attention mask (so left and right padding
 both work): s = w . h_last + b. This is the released Align2LLaVA reward model's design (a
 LLaVA with a bias-free `score` layer read at the sequence end); we keep a bias, which the
 pairwise loss ignores.
@@ -95,6 +102,7 @@ class VLMRewardModel(nn.Module):
         self.base_model = base_model
         self.info = dict(info or {})  # saved with the head: kind (question/answer), training
         self.max_length: int | None = None
+        self.layout = "user"  # or "turns" (see the module docstring)
         # The PEFT wrapper while LoRA is on; kept out of the module tree so parameters are
         # not registered twice (LoRA layers live inside `backbone` itself).
         object.__setattr__(self, "_peft", None)
@@ -137,6 +145,7 @@ class VLMRewardModel(nn.Module):
         rm = cls(backbone, processor, num_outputs=cfg["num_outputs"],
                  base_model=cfg.get("base_model", ""), info=cfg.get("info", {}))
         rm.max_length = cfg.get("max_length")
+        rm.layout = check_layout(cfg.get("layout", "user"), path / CONFIG_FILE)
         rm.head.load_state_dict(load_file(path / HEAD_FILE))
         return rm.to(backbone.device).eval()
 
@@ -160,7 +169,8 @@ class VLMRewardModel(nn.Module):
         (path / CONFIG_FILE).write_text(json.dumps({
             "format_version": FORMAT_VERSION, "num_outputs": self.num_outputs,
             "hidden_size": self.head.in_features, "base_model": self.base_model,
-            "max_length": self.max_length, "info": self.info}, indent=2) + "\n")
+            "max_length": self.max_length, "layout": self.layout, "info": self.info},
+            indent=2) + "\n")
         return path
 
     # ------------------------------------------------------------------ training set-up
@@ -207,7 +217,7 @@ class VLMRewardModel(nn.Module):
         return scores.squeeze(-1) if self.num_outputs == 1 else scores
 
     def encode(self, items: Sequence[RewardInput]) -> dict[str, torch.Tensor]:
-        return encode_inputs(self.processor, items, self.max_length)
+        return encode_inputs(self.processor, items, self.max_length, self.layout)
 
     @torch.no_grad()
     def score(self, items: Sequence[RewardInput], batch_size: int = 16) -> list[float]:
@@ -225,15 +235,35 @@ class VLMRewardModel(nn.Module):
         return out
 
 
-def reward_prompt(processor: Any, n_images: int, text: str) -> str:
-    """The chat-templated text of one reward input: images first, then the text."""
+LAYOUTS = ("user", "turns")
+
+
+def check_layout(layout: str, where: Any = "layout") -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"{where}: reward input layout {layout!r}, expected one of {LAYOUTS}")
+    return layout
+
+
+def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user") -> str:
+    """The chat-templated text of one reward input (layouts: the module docstring)."""
+    from mmalign.curate.annotations import split_answer_text
+
+    check_layout(layout)
+    prompt, scored = text, None  # "user": all of it in the user turn
+    if layout == "turns":  # the question (if any) asks, the scored text answers
+        prompt, scored = split_answer_text(text) or ("", text)
     content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
-    content.append({"type": "text", "text": ("\n" if n_images else "") + text})
-    return processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
+    if prompt or scored is None:
+        content.append({"type": "text", "text": ("\n" if n_images else "") + prompt})
+    messages = [{"role": "user", "content": content}]
+    if scored is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": scored}]})
+    return processor.apply_chat_template(messages, tokenize=False)
 
 
 def encode_inputs(processor: Any, items: Sequence[RewardInput],
-                  max_length: int | None = None) -> dict[str, torch.Tensor]:
+                  max_length: int | None = None, layout: str = "user"
+                  ) -> dict[str, torch.Tensor]:
     """Tokenise a batch (right padding). All items must have the same number of images (the
     scorer groups them). With `max_length`, text past it is cut; cutting into image tokens
     is refused with a message, since it breaks every VLM forward."""
@@ -243,7 +273,7 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
     if len(counts) != 1:
         raise ValueError(f"a batch mixes items with {sorted(counts)} images; group them first")
     n_images = counts.pop()
-    texts = [reward_prompt(processor, n_images, it.text) for it in items]
+    texts = [reward_prompt(processor, n_images, it.text, layout) for it in items]
     images = None
     if n_images:
         images = [[im if not isinstance(im, str | Path) else load_image(im) for im in it.images]

@@ -175,3 +175,46 @@ def test_grouped_training_trains_and_reports_like_pair_training(tiny_model, tiny
     start = VLMRewardModel.from_backbone(tiny_model, seed=1)
     final = VLMRewardModel.from_pretrained(report["final"])
     assert not torch.equal(start.head.weight, final.head.weight)
+
+
+def test_turns_layout_puts_the_scored_text_after_the_image_and_is_saved(tiny_model, tiny_world,
+                                                                        tmp_path):
+    from mmalign.models.reward import reward_prompt
+
+    rm = VLMRewardModel.from_backbone(tiny_model, seed=3)
+    tok = rm.processor.tokenizer
+    answer = "Question: Where is the star?\nAnswer: At the top left."
+    questions = "What color is the ring?\nIs there a cross?"
+    for text, prompt, scored in ((answer, "Where is the star?", "At the top left."),
+                                 (questions, None, questions)):
+        user = reward_prompt(rm.processor, 1, text, "user")
+        turns = reward_prompt(rm.processor, 1, text, "turns")
+        assert text.replace("\n", "") in user.replace("\n", "")  # all of it, one user turn
+        assert "ASSISTANT" not in user
+        # the scored text comes after the image placeholder, as the assistant's turn
+        assert turns.index("<image>") < turns.index(scored)
+        assert "ASSISTANT" in turns[turns.index("<image>"):turns.index(scored)]
+        if prompt:  # the question stays in the user turn, before the image (this template)
+            assert turns.index(prompt) < turns.index("ASSISTANT")
+        assert len(tok(turns).input_ids) > 0
+    with pytest.raises(ValueError, match="layout 'assistant'"):
+        reward_prompt(rm.processor, 1, answer, "assistant")
+
+    items = _items(tiny_world)
+    user_scores = rm.score(items, batch_size=3)
+    rm.layout = "turns"
+    turns_scores = rm.score(items, batch_size=3)
+    assert turns_scores != user_scores  # another input, another score
+    rm.save_pretrained(tmp_path / "rm")
+    again = VLMRewardModel.from_pretrained(tmp_path / "rm")
+    assert again.layout == "turns"
+    assert again.score(items, batch_size=3) == pytest.approx(turns_scores, abs=1e-5)
+
+
+def test_training_with_the_turns_layout_keeps_it_with_the_model(tiny_model, tiny_world,
+                                                                tmp_path):
+    report = _train(tiny_model, tiny_world, tmp_path / "turns", "answer", layout="turns")
+    assert report["layout"] == "turns"
+    assert VLMRewardModel.from_pretrained(report["final"]).layout == "turns"
+    with pytest.raises(ValueError, match="RewardTrainConfig.layout"):
+        _train(tiny_model, tiny_world, tmp_path / "bad", "answer", layout="chat")

@@ -279,8 +279,34 @@ def attribute_samples(scene: Scene, image: str, rng: np.random.Generator) -> lis
                 else f"There are {word} {vocab.PLURALS[shape]}.")
         items.append((f"n{shape}", f"{q}\n{vocab.SHORT_ANSWER}", word.capitalize() + "."))
         items.append((f"ne{shape}", q, echo))
+    items += size_position_items(scene)
     items += conjunction_items(scene, rng)
     return _short_samples(scene, image, items, "world/attributes")
+
+
+SIZE_QUESTION = "Is the {shape} large or small?"
+POSITION_QUESTION = "Where is the {shape}?"
+
+
+def size_position_items(scene: Scene) -> list[tuple[str, str, str]]:
+    """"Is the {shape} large or small?" and "Where is the {shape}?" for each object whose shape
+    is unique in the scene, short ("Large.", "Top left.") and echoed ("The star is large.",
+    "The star is at the top left."). Sizes and cells are uniform in the world, so no shortcut
+    needs breaking, yet no earlier set made the base read them (VQA size 0.53 on two options,
+    position 0.13 on nine), and a third of the corpus's wrong-attribute defects are sizes.
+    """
+    items = []
+    for k, o in enumerate(scene.objects):
+        if scene.count(shape=o.shape) != 1:
+            continue
+        where = vocab.CLEAN_POSITION[o.cell]
+        for tag, q, short, echo in (
+                ("s", SIZE_QUESTION, o.size, f"The {o.shape} is {o.size}."),
+                ("p", POSITION_QUESTION, where, f"The {o.shape} is at the {where}.")):
+            q = q.format(shape=o.shape)
+            items.append((f"{tag}{k}", f"{q}\n{vocab.SHORT_ANSWER}", short.capitalize() + "."))
+            items.append((f"{tag}e{k}", q, echo))
+    return items
 
 
 CONJUNCTION_QUESTION = "Is there a {color} {shape} in the image?"

@@ -271,3 +271,25 @@ def test_conjunction_questions_are_true_balanced_and_bind_colour_to_shape(scenes
     assert usual[True] / answers[True] < 0.3 and usual[False] / answers[False] < 0.3
     # the colour alone does not say "yes": it is often in the image on another shape
     assert colour_elsewhere / answers[False] > 0.2
+
+
+def test_size_and_position_questions_are_true_to_the_scene(scenes):
+    from mmalign.world.corpus import attribute_samples
+
+    rng = np.random.default_rng(2)
+    asked = {"size": 0, "position": 0}
+    for image, scene in scenes.items():
+        for r in attribute_samples(scene, image, rng):
+            q, a = r.turns[0].content, r.turns[1].content
+            if m := re.search(r"Is the (\w+) large or small\?", q):
+                (obj,) = [o for o in scene.objects if o.shape == m.group(1)]  # unique shape
+                assert a == (f"{obj.size.capitalize()}." if vocab.SHORT_ANSWER in q
+                             else f"The {obj.shape} is {obj.size}.")
+                asked["size"] += 1
+            elif m := re.search(r"Where is the (\w+)\?", q):
+                (obj,) = [o for o in scene.objects if o.shape == m.group(1)]
+                where = vocab.CLEAN_POSITION[obj.cell]
+                assert a == (f"{where.capitalize()}." if vocab.SHORT_ANSWER in q
+                             else f"The {obj.shape} is at the {where}.")
+                asked["position"] += 1
+    assert asked["size"] == asked["position"] >= 100

@@ -14,8 +14,10 @@
              yes/no questions alone the model sat at chance for 1000+ steps, and in the full
              mix it never left it (docs/LOG.md, probes 9-11);
 4. `attributes/` (opt-in, `attribute_steps`; the shipped checkpoint has none) reading an
-             object's colour and count: "What color is the <shape>?" and "How many <shapes>
-             are there?", drawn so the question does not predict the answer
+             object's colour, count, size and position ("What color is the <shape>?", "How
+             many <shapes> are there?", "Is the <shape> large or small?", "Where is the
+             <shape>?") and binding a colour to a shape ("Is there a red star in the
+             image?"), drawn so the question does not predict the answer
              (`world.corpus.attribute_samples`). The world gives each shape a usual colour
              45% of the time; with that shortcut in every earlier set the model answers the
              usual colour and never reads colour off the image (docs/LOG.md, session 12);

@@ -250,7 +250,9 @@ COUNT_QUESTION = "How many {plural} are there?"
 
 
 def attribute_samples(scene: Scene, image: str, rng: np.random.Generator) -> list[Sample]:
-    """Records that teach a tiny model to read an object's colour and count off the image.
+    """Records that teach a tiny model to read an object's colour, count, size and position
+    off the image, and to bind a colour to a shape (`size_position_items`,
+    `conjunction_items`).
 
     "What color is the {shape}?" for each object whose shape is unique in the scene and "How
     many {shapes} are there?" for each shape present, short and echoed ("The star is red."),

@@ -106,7 +106,8 @@ def test_model_base_cli_builds_then_skips(tiny_world, tmp_path):
     assert {r["id"].rsplit("-", 1)[1][0] for r in grounding} == {"g", "l", "e"}
     assert (out / "attributes" / "final").is_dir()
     attributes = json.loads((out / "attributes.json").read_text())
-    assert {r["id"].rsplit("-", 1)[1][0] for r in attributes} <= {"c", "n"}
+    # colour, count, size, position and conjunction questions (world.corpus.attribute_samples)
+    assert {r["id"].rsplit("-", 1)[1][0] for r in attributes} <= {"c", "n", "s", "p", "j"}
     assert any("What color" in r["conversations"][0]["value"] for r in attributes)
     stage5 = json.loads((out / "sft" / "sft_config.json").read_text())
     assert stage5["data"] == [str(tiny_world / "clean.json"), str(out / "grounding.json"),

@@ -404,8 +404,8 @@ def answer_loglik(base: Path, world: Path, pairs: list[dict]
     (answer RM texts, "Question: q\nAnswer: a")."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mmalign.curate.rewrite import target_perplexity
-    from mmalign.records import IMAGE_TOKEN, Sample, Turn
+    from mmalign.curate.annotations import split_answer_text
+    from mmalign.curate.rewrite import answer_loglik as loglik_under
 
     model = AutoModelForImageTextToText.from_pretrained(base)
     processor = AutoProcessor.from_pretrained(base)
@@ -413,11 +413,8 @@ def answer_loglik(base: Path, world: Path, pairs: list[dict]
 
     def loglik(image: str, text: str) -> float:
         if (image, text) not in cache:
-            question, answer = text.removeprefix("Question: ").split("\nAnswer: ", 1)
-            sample = Sample("rm", [image], [Turn("user", f"{IMAGE_TOKEN}\n{question}"),
-                                            Turn("assistant", answer)])
-            ppl = target_perplexity(model, processor, [sample], world, batch_size=1)
-            cache[(image, text)] = -ppl.nll * ppl.tokens
+            question, answer = split_answer_text(text)
+            cache[(image, text)] = loglik_under(model, processor, image, question, answer, world)
         return cache[(image, text)]
 
     return ([loglik(p["image"], p["better"]) for p in pairs],

@@ -103,22 +103,15 @@ def binding(model: str, world: Path, items: list[tuple[str, str, str, str, str]]
     """Share of items whose true statement the model finds likelier than the false one."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mmalign.curate.rewrite import target_perplexity
-    from mmalign.records import IMAGE_TOKEN, Sample, Turn
+    from mmalign.curate.rewrite import answer_loglik
 
     m = AutoModelForImageTextToText.from_pretrained(model).eval()
     processor = AutoProcessor.from_pretrained(model)
-
-    def loglik(image: str, question: str, answer: str) -> float:
-        sample = Sample("probe", [image], [Turn("user", f"{IMAGE_TOKEN}\n{question}"),
-                                           Turn("assistant", answer)])
-        ppl = target_perplexity(m, processor, [sample], world, batch_size=1)
-        return -ppl.nll * ppl.tokens
-
     right: dict[str, list[bool]] = {}
     for column, image, question, true, false in items:
         right.setdefault(column, []).append(
-            loglik(image, question, true) > loglik(image, question, false))
+            answer_loglik(m, processor, image, question, true, world)
+            > answer_loglik(m, processor, image, question, false, world))
     return {f"binding {k}": (sum(v) / len(v), len(v)) for k, v in sorted(right.items())}
 
 

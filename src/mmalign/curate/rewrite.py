@@ -625,6 +625,16 @@ def target_perplexity(model: Any, processor: Any, samples: Sequence[Sample],
                       len(samples))
 
 
+def answer_loglik(model: Any, processor: Any, image: str, question: str, answer: str,
+                  image_root: str | os.PathLike) -> float:
+    """Sum of log p(answer | image, question) under `model`, teacher-forced through the chat
+    template as `target_perplexity` scores it: how likely the model finds one answer."""
+    sample = Sample("loglik", [image], [Turn("user", f"{IMAGE_TOKEN}\n{question}"),
+                                        Turn("assistant", answer)])
+    ppl = target_perplexity(model, processor, [sample], image_root, batch_size=1)
+    return -ppl.nll * ppl.tokens
+
+
 def run_rewrite(data: str | os.PathLike, out_dir: str | os.PathLike, generator: Generator,
                 guard: FactGuard, cfg: RewriteConfig | None = None, *,
                 image_root: str | os.PathLike | None = None, perplexity_model: Any = None,

@@ -37,6 +37,11 @@ def reward(
     kind: str = typer.Option(None, help="question or answer (default: from the files)."),
     image_root: Path = typer.Option(None, help="Image root (default: each file's folder)."),
     eval_fraction: float = typer.Option(0.1, help="Share of images held out for accuracy."),
+    eval_annotations: list[Path] = typer.Option(
+        None, "--eval-annotations", help="Held-out groups from these files instead of a random "
+        "split (a fixed test set); training groups of their images are dropped."),
+    train_groups: int = typer.Option(None, help="Train on the first N training groups only "
+                                     "(learning curves; the held-out set is unchanged)."),
     augment_rate: float = typer.Option(0.25, help="Corruption pairs per candidate (paper)."),
     epochs: float = typer.Option(1.0, "--epochs"),
     max_steps: int = typer.Option(-1, help="> 0 overrides --epochs."),
@@ -67,7 +72,9 @@ def reward(
     cfg = RewardTrainConfig(
         model=model, annotations=[str(p) for p in annotations], output_dir=str(out),
         kind=kind, image_root=str(image_root) if image_root else None,
-        eval_fraction=eval_fraction, augment_rate=augment_rate, num_train_epochs=epochs,
+        eval_fraction=eval_fraction,
+        eval_annotations=[str(p) for p in eval_annotations] if eval_annotations else None,
+        train_groups=train_groups, augment_rate=augment_rate, num_train_epochs=epochs,
         max_steps=max_steps, per_device_train_batch_size=batch_size, group_pairs=group_pairs,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, max_length=max_length,
         layout=layout, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r,

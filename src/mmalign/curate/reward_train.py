@@ -53,6 +53,10 @@ class RewardTrainConfig:
     kind: str | None = None  # question | answer; default: detected from the files
     image_root: str | None = None  # default: each annotation file's folder
     eval_fraction: float = 0.1  # share of annotation groups (images) held out
+    # held-out groups read from these files instead of a random split (a fixed test set across
+    # runs on different training files); training groups of a held-out image are dropped
+    eval_annotations: list[str] | None = None
+    train_groups: int | None = None  # train on the first N training groups (learning curves)
     augment_rate: float = DEFAULT_AUGMENT_RATE  # paper: 0.25 per candidate
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -201,10 +205,11 @@ def _trainer_class():
     return PairwiseRewardTrainer
 
 
-def load_groups(cfg: RewardTrainConfig) -> tuple[list[AnnotationGroup], dict[str, Path]]:
+def load_groups(cfg: RewardTrainConfig, files: list[str] | None = None, kind: str | None = None
+                ) -> tuple[list[AnnotationGroup], dict[str, Path]]:
     groups, roots = [], {}
-    kind = cfg.kind
-    for path in cfg.annotations:
+    kind = kind or cfg.kind
+    for path in cfg.annotations if files is None else files:
         root = Path(cfg.image_root) if cfg.image_root else Path(path).parent
         new = read_annotations(path, kind=kind, image_root=root)
         kind = kind or new[0].kind  # every file must hold the kind of the first
@@ -214,6 +219,30 @@ def load_groups(cfg: RewardTrainConfig) -> tuple[list[AnnotationGroup], dict[str
             roots[g.id] = root
         groups.extend(new)
     return groups, roots
+
+
+def split_train_eval(cfg: RewardTrainConfig
+                     ) -> tuple[list[AnnotationGroup], list[AnnotationGroup], dict[str, Path]]:
+    """Training and held-out groups (a random split by image, or the eval files), and each
+    group's image root."""
+    groups, roots = load_groups(cfg)
+    if cfg.eval_annotations:
+        eval_groups, eval_roots = load_groups(cfg, cfg.eval_annotations, groups[0].kind)
+        # by image, not id: a held-out image's other texts must not be trained on either
+        held = {g.image for g in eval_groups}
+        train_groups = [g for g in groups if g.image not in held]
+        log.info("held-out groups from %s; %d training groups of their images dropped",
+                 cfg.eval_annotations, len(groups) - len(train_groups))
+        roots = {**{g.id: roots[g.id] for g in train_groups}, **eval_roots}
+    else:
+        train_groups, eval_groups = split_groups(groups, cfg.eval_fraction, cfg.seed)
+    if cfg.train_groups is not None:
+        if cfg.train_groups < 1:
+            raise ValueError(f"train_groups must be >= 1, got {cfg.train_groups}")
+        train_groups = train_groups[:cfg.train_groups]
+    if not train_groups:
+        raise ValueError(f"{cfg.annotations}: no training groups left (every image held out)")
+    return train_groups, eval_groups, roots
 
 
 def held_out_scores(rm, pairs: list[RewardPair], roots: dict[str, Path],
@@ -258,9 +287,8 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "reward_train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
-    groups, roots = load_groups(cfg)
-    kind = groups[0].kind
-    train_groups, eval_groups = split_groups(groups, cfg.eval_fraction, cfg.seed)
+    train_groups, eval_groups, roots = split_train_eval(cfg)
+    kind = train_groups[0].kind
     train_pairs, train_counts = build_pairs(train_groups, augment_rate=cfg.augment_rate,
                                             seed=cfg.seed)
     eval_pairs, eval_counts = build_pairs(eval_groups, augment_rate=0.0, seed=cfg.seed)

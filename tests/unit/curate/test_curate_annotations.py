@@ -214,3 +214,49 @@ def test_broken_json_and_empty_files(root):
          "candidates": [{"answer": "a", "score": 0.1}]}])
     with pytest.raises(RecordError, match="record 1.*answer row in a file of question annotations"):
         read_annotations(mixed)
+
+
+# --------------------------------------------------------------------------- fixed held-out set
+
+
+def _answer_rows(ids_images):
+    return [{"id": i, "image": im, "question": "Q?",
+             "candidates": [{"answer": "good one", "score": 0.9}, {"answer": "bad", "score": 0.1}]}
+            for i, im in ids_images]
+
+
+def test_eval_files_fix_the_held_out_set_and_drop_its_images_from_training(root):
+    from mmalign.curate.reward_train import RewardTrainConfig, split_train_eval
+
+    train = _write(root / "train.jsonl", _answer_rows(
+        [("t0", "img/a.png"), ("t1", "img/b.png"), ("t2", "img/b.png"), ("t3", "img/a.png")]))
+    held = _write(root / "held.jsonl", _answer_rows([("h0", "img/b.png")]))
+    cfg = RewardTrainConfig(model="m", annotations=[str(train)], output_dir=str(root / "o"),
+                            image_root=str(root), eval_annotations=[str(held)])
+    tr, ev, roots = split_train_eval(cfg)
+    # the two training groups on the held-out image go, whatever their ids
+    assert [g.id for g in tr] == ["t0", "t3"] and [g.id for g in ev] == ["h0"]
+    assert set(roots) == {"t0", "t3", "h0"}
+    cfg.train_groups = 1
+    tr, ev, _ = split_train_eval(cfg)
+    assert [g.id for g in tr] == ["t0"] and [g.id for g in ev] == ["h0"]
+    cfg.annotations = [str(held)]
+    with pytest.raises(ValueError, match="no training groups left"):
+        split_train_eval(cfg)
+
+
+def test_train_groups_limit_keeps_the_random_held_out_set(root):
+    from mmalign.curate.reward_train import RewardTrainConfig, split_train_eval
+
+    rows = _answer_rows([(f"g{i}", "img/a.png" if i % 2 else "img/b.png") for i in range(20)])
+    f = _write(root / "a.jsonl", rows)
+    cfg = RewardTrainConfig(model="m", annotations=[str(f)], output_dir=str(root / "o"),
+                            image_root=str(root), eval_fraction=0.2)
+    full_tr, full_ev, _ = split_train_eval(cfg)
+    cfg.train_groups = 5
+    tr, ev, _ = split_train_eval(cfg)
+    assert [g.id for g in ev] == [g.id for g in full_ev] and len(ev) == 4
+    assert [g.id for g in tr] == [g.id for g in full_tr[:5]]
+    cfg.train_groups = 0
+    with pytest.raises(ValueError, match="train_groups must be >= 1"):
+        split_train_eval(cfg)

@@ -228,9 +228,14 @@ def split_train_eval(cfg: RewardTrainConfig
     groups, roots = load_groups(cfg)
     if cfg.eval_annotations:
         eval_groups, eval_roots = load_groups(cfg, cfg.eval_annotations, groups[0].kind)
-        # by image, not id: a held-out image's other texts must not be trained on either
+        # by image (its path under its root), not id: a held-out image's other texts must not
+        # be trained on either, and a file of more annotations can hold the held-out rows too
         held = {g.image for g in eval_groups}
         train_groups = [g for g in groups if g.image not in held]
+        clash = sorted({g.id for g in train_groups} & {g.id for g in eval_groups})
+        if clash:
+            raise ValueError(f"{cfg.eval_annotations}: held-out id {clash[0]!r} is also a "
+                             f"training id, on another image ({len(clash)} such ids)")
         log.info("held-out groups from %s; %d training groups of their images dropped",
                  cfg.eval_annotations, len(groups) - len(train_groups))
         roots = {**{g.id: roots[g.id] for g in train_groups}, **eval_roots}

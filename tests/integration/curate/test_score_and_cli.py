@@ -66,15 +66,22 @@ def _ok(res):
 def test_curate_cli_end_to_end(tiny_model, tiny_world, small_corpus, tmp_path):
     run = CliRunner()
     rms = {}
+    # the answer RM on a fixed held-out file (its first two groups) and three training groups
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join((tiny_world / "annotations" / "answers.jsonl").open().readlines()[:2]))
+    split = {"question": ["--eval-fraction", "0.2"],
+             "answer": ["--eval-annotations", str(held), "--train-groups", "3"]}
     for kind in ("question", "answer"):
         out = _ok(run.invoke(curate_app, [
             "reward", "--model", str(tiny_model), "--annotations",
             str(tiny_world / "annotations" / f"{kind}s.jsonl"), "--image-root", str(tiny_world),
             "--out", str(tmp_path / f"rm_{kind}"), "--max-steps", "2", "--batch-size", "4",
-            "--lr", "1e-3", "--eval-fraction", "0.2"]))
+            "--lr", "1e-3", *split[kind]]))
         assert f"{kind} reward model" in out and "held-out pairwise accuracy" in out
         report = json.loads((tmp_path / f"rm_{kind}" / "report.json").read_text())
         assert 0 <= report["eval_pairwise_accuracy"] <= 1
+        if kind == "answer":
+            assert report["groups"] == {"train": 3, "eval": 2}
         rms[kind] = tmp_path / f"rm_{kind}" / "final"
 
     out = _ok(run.invoke(curate_app, [
@@ -129,3 +136,8 @@ def test_cli_errors_name_the_file_and_record(tiny_model, tiny_world, tmp_path):
     res = CliRunner().invoke(curate_app, ["select", "--scored", str(tiny_world / "corpus.json"),
                                           "--out", str(tmp_path / "sel")])
     assert res.exit_code == 2 and "field 'meta.scores'" in res.output
+    res = CliRunner().invoke(curate_app, [
+        "reward", "--model", str(tiny_model), "--annotations",
+        str(tiny_world / "annotations" / "answers.jsonl"), "--image-root", str(tiny_world),
+        "--out", str(tmp_path / "rm0"), "--train-groups", "0"])
+    assert res.exit_code == 2 and "train_groups must be >= 1, got 0" in res.output

@@ -260,3 +260,14 @@ def test_train_groups_limit_keeps_the_random_held_out_set(root):
     cfg.train_groups = 0
     with pytest.raises(ValueError, match="train_groups must be >= 1"):
         split_train_eval(cfg)
+
+
+def test_a_held_out_id_on_another_training_image_is_refused(root):
+    from mmalign.curate.reward_train import RewardTrainConfig, split_train_eval
+
+    train = _write(root / "train.jsonl", _answer_rows([("x", "img/a.png")]))
+    held = _write(root / "held.jsonl", _answer_rows([("x", "img/b.png")]))
+    cfg = RewardTrainConfig(model="m", annotations=[str(train)], output_dir=str(root / "o"),
+                            image_root=str(root), eval_annotations=[str(held)])
+    with pytest.raises(ValueError, match="held-out id 'x' is also a training id"):
+        split_train_eval(cfg)

@@ -266,15 +266,25 @@ def select(exp: Align2LLaVAExperiment, out: Path) -> dict[str, Any]:
     return run_select(out / "score", folder, alpha=exp.alpha, beta=exp.beta)
 
 
-def read_truth(world: Path) -> dict[str, list[str]]:
-    """Record id -> its defect types, from the world's truth file (the measurement only)."""
-    truth = {}
+def read_corpus_defects(world: Path) -> dict[str, list[dict]]:
+    """Record id -> its defects as the world's truth file has them (type, detail, turn; the
+    measurement only)."""
+    defects = {}
     with open(world / "truth" / "corpus_defects.jsonl", encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 row = json.loads(line)
-                truth[row["id"]] = [d["type"] for d in row["defects"]]
-    return truth
+                defects[row["id"]] = row["defects"]
+    return defects
+
+
+def read_truth(world: Path) -> dict[str, list[str]]:
+    """Record id -> its defect types, from the world's truth file (the measurement only)."""
+    return defect_types(read_corpus_defects(world))
+
+
+def defect_types(defects: dict[str, list[dict]]) -> dict[str, list[str]]:
+    return {rid: [d["type"] for d in ds] for rid, ds in defects.items()}
 
 
 def kept_scores(path: Path, pairs: list[dict], score: Any) -> list[dict]:

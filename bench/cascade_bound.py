@@ -19,14 +19,13 @@ says what a perfect detector of some defects would reach, so an RM's per-defect 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from align2llava import defect_rate, read_truth  # noqa: E402
+from align2llava import defect_rate, defect_types, read_corpus_defects  # noqa: E402
 
 from mmalign.curate.select import select_cascade  # noqa: E402
 from mmalign.io.formats import read_records  # noqa: E402
@@ -37,17 +36,6 @@ QUESTION_DEFECTS = ("ungrounded", "near_duplicate")
 # Defects that need the image bound to the text: an attribute, count or relation checked
 # against the scene (bench/attribute_probe.py; docs/LOG.md session 14).
 BINDING_DEFECTS = ("wrong_attribute", "wrong_count", "wrong_relation")
-
-
-def read_turn_defects(world: Path) -> dict[str, list[dict]]:
-    """Record id -> its defects with the turn each is in (truth/corpus_defects.jsonl)."""
-    out = {}
-    with open(world / "truth" / "corpus_defects.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                out[row["id"]] = row["defects"]
-    return out
 
 
 def simulated_cascade(records: list, turn_defects: dict[str, list[dict]], answer_sees: set[str],
@@ -92,8 +80,8 @@ def main() -> None:
                     help="tie-breaking draws (the defects not seen are ranked at random)")
     args = ap.parse_args()
     records = list(read_records(args.world / "corpus.json"))
-    truth = read_truth(args.world)
-    turns = read_turn_defects(args.world)
+    turns = read_corpus_defects(args.world)  # one read: the defects with their turns
+    truth = defect_types(turns)
     corpus = defect_rate([s.id for s in records], truth)["rate"]
     print(f"corpus defect rate {corpus:.4f} ({len(records)} records); target: curated / corpus "
           f"<= 0.333 (alpha {args.alpha}, beta {args.beta})\n")

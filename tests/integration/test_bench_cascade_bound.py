@@ -32,10 +32,10 @@ def test_a_seen_defect_is_never_kept_and_an_unseen_one_is(tiny_world):
     assert kept_q and not flagged & set(kept_q)
 
 
-def test_read_turn_defects_matches_the_corpus(tiny_world):
+def test_the_truth_files_defects_match_the_corpus(tiny_world):
     from mmalign.io.formats import read_records
 
-    turns = bound.read_turn_defects(tiny_world)
+    turns = bound.read_corpus_defects(tiny_world)
     records = list(read_records(tiny_world / "corpus.json"))
     assert set(turns) == {s.id for s in records}
     for s in records:

@@ -56,6 +56,14 @@ def reward(
     layout: str = typer.Option(
         "user", help="user: the text in the user turn (the paper's); turns: the scored text as "
         "the assistant's turn after the image (and the question)."),
+    readout: str = typer.Option(
+        "last", help="last: a scalar head at the last token (the paper's); implicit: "
+        "beta * (log pi - log pi_ref) of the scored text, trained as DPO; likelihood: an MLP "
+        "over the frozen backbone's token log-prob statistics, fitted on features computed "
+        "once (--max-steps, --batch-size, --lr are the fit's: e.g. 3000, 256, 3e-3). Both "
+        "need --layout turns."),
+    beta: float = typer.Option(0.1, help="The implicit readout's scale."),
+    head_hidden: int = typer.Option(32, help="The likelihood readout's MLP width."),
     lora: bool = typer.Option(False, "--lora", help="LoRA on the language model + projector."),
     lora_r: int = typer.Option(16),
     freeze_vision: bool = typer.Option(False, help="Full fine-tuning, vision tower frozen."),
@@ -77,8 +85,8 @@ def reward(
         train_groups=train_groups, augment_rate=augment_rate, num_train_epochs=epochs,
         max_steps=max_steps, per_device_train_batch_size=batch_size, group_pairs=group_pairs,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, max_length=max_length,
-        layout=layout, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r,
-        freeze_vision_tower=freeze_vision,
+        layout=layout, readout=readout, beta=beta, head_hidden=head_hidden, lora=lora,
+        lora_r=lora_r, lora_alpha=2 * lora_r, freeze_vision_tower=freeze_vision,
         logging_steps=logging_steps, save_steps=save_steps,
         report_to=[r.strip() for r in report_to.split(",")], seed=seed)
     try:
@@ -111,13 +119,12 @@ def score(
     """Score every record with both reward models (batched, resumable); scores go in meta."""
     from mmalign.curate.score import rm_scorer, score_corpus
     from mmalign.io.containers import DataFileError
-    from mmalign.models.reward import VLMRewardModel
-    from mmalign.pipeline import file_hash
+    from mmalign.models.reward import VLMRewardModel, saved_model_hash
 
     try:
         q_rm = VLMRewardModel.from_pretrained(question_rm, dtype=dtype, device=device)
         a_rm = VLMRewardModel.from_pretrained(answer_rm, dtype=dtype, device=device)
-        models = {name: file_hash(Path(p) / "reward_head.safetensors") + "@" + str(p)
+        models = {name: saved_model_hash(p) + "@" + str(p)
                   for name, p in (("question", question_rm), ("answer", answer_rm))}
         manifest = score_corpus(
             data, out, rm_scorer(q_rm, rm_batch_size), rm_scorer(a_rm, rm_batch_size),

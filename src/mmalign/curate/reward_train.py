@@ -71,6 +71,14 @@ class RewardTrainConfig:
     # user: the whole text in the user turn (the paper's); turns: the scored text as the
     # assistant's turn, after the image (and question) (models/reward.py)
     layout: str = "user"
+    # last: the paper's scalar head at the last token; implicit: beta * (log pi - log pi_ref)
+    # of the scored text, so the pairwise loss is DPO's; likelihood: an MLP over statistics of
+    # the frozen backbone's token log-probs, fitted on features computed once (max_steps,
+    # per_device_train_batch_size and learning_rate are then the head fit's). The last two
+    # need the `turns` layout (models/reward.py)
+    readout: str = "last"
+    beta: float = 0.1  # the implicit readout's scale
+    head_hidden: int = 32  # the likelihood readout's MLP width
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -106,17 +114,20 @@ class RewardPairDataset:
 class PairCollator:
     """[{image, better, worse}] * n -> model inputs for 2n rows (better first) + n_pairs."""
 
-    def __init__(self, processor: Any, max_length: int | None, layout: str = "user"):
+    def __init__(self, processor: Any, max_length: int | None, layout: str = "user",
+                 score_mask: bool = False):
         self.processor = processor
         self.max_length = max_length
         self.layout = layout
+        self.score_mask = score_mask  # the implicit readout's scored-token mask
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         from mmalign.models.reward import RewardInput, encode_inputs
 
         items = ([RewardInput([r["image"]], r["better"]) for r in rows]
                  + [RewardInput([r["image"]], r["worse"]) for r in rows])
-        batch = encode_inputs(self.processor, items, self.max_length, self.layout)
+        batch = encode_inputs(self.processor, items, self.max_length, self.layout,
+                              self.score_mask)
         batch["n_pairs"] = len(rows)
         return batch
 
@@ -149,10 +160,12 @@ class GroupCollator:
     every pair's better and worse side, and per-pair weights that average within a group and
     then over the groups."""
 
-    def __init__(self, processor: Any, max_length: int | None, layout: str = "user"):
+    def __init__(self, processor: Any, max_length: int | None, layout: str = "user",
+                 score_mask: bool = False):
         self.processor = processor
         self.max_length = max_length
         self.layout = layout
+        self.score_mask = score_mask  # the implicit readout's scored-token mask
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -171,7 +184,8 @@ class GroupCollator:
                 better.append(index[pair[0]])
                 worse.append(index[pair[1]])
                 weight.append(1.0 / (len(r["pairs"]) * len(rows)))
-        batch = encode_inputs(self.processor, items, self.max_length, self.layout)
+        batch = encode_inputs(self.processor, items, self.max_length, self.layout,
+                              self.score_mask)
         batch["better_index"] = torch.tensor(better)
         batch["worse_index"] = torch.tensor(worse)
         batch["pair_weight"] = torch.tensor(weight)
@@ -284,7 +298,12 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     import torch
     from transformers import TrainingArguments
 
-    from mmalign.models.reward import VLMRewardModel, check_layout, pairwise_accuracy
+    from mmalign.models.reward import (
+        VLMRewardModel,
+        check_layout,
+        check_readout,
+        pairwise_accuracy,
+    )
     from mmalign.train.resume import resume_point
 
     t0 = time.time()
@@ -305,10 +324,22 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
              kind, len(train_pairs), train_counts["augmented"], len(train_groups),
              len(eval_pairs), len(eval_groups))
 
+    check_readout(cfg.readout, "RewardTrainConfig.readout")
+    if cfg.readout != "last" and cfg.layout != "turns":
+        raise ValueError(f"the {cfg.readout} readout scores the text as the model's own "
+                         f"answer: it needs layout='turns'")
+    if cfg.readout == "likelihood" and (cfg.lora or cfg.freeze_vision_tower):
+        raise ValueError("the likelihood readout never trains the backbone: lora and "
+                         "freeze_vision_tower do not apply")
     if (Path(cfg.model) / "reward_config.json").is_file():
         rm = VLMRewardModel.from_pretrained(cfg.model, dtype=cfg.dtype)
+        if rm.readout != cfg.readout:
+            raise ValueError(f"{cfg.model}: a reward model with the {rm.readout!r} readout "
+                             f"cannot continue with readout={cfg.readout!r}")
     else:
-        rm = VLMRewardModel.from_backbone(cfg.model, dtype=cfg.dtype, seed=cfg.seed)
+        rm = VLMRewardModel.from_backbone(cfg.model, dtype=cfg.dtype, seed=cfg.seed,
+                                          readout=cfg.readout, beta=cfg.beta,
+                                          head_hidden=cfg.head_hidden)
     rm.max_length = cfg.max_length
     rm.layout = check_layout(cfg.layout, "RewardTrainConfig.layout")
     rm.info = {"kind": kind, "annotations": [str(p) for p in cfg.annotations]}
@@ -319,68 +350,126 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         rm.freeze_vision_tower()
 
     acc_before = held_out_accuracy(rm, eval_pairs, roots, cfg.eval_batch_size)
-    args = TrainingArguments(
-        output_dir=str(out),
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
-        weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps,
-        report_to=cfg.report_to,
-        seed=cfg.seed,
-        save_strategy="steps" if cfg.save_steps > 0 else "no",
-        save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
-        save_total_limit=cfg.save_total_limit,
-        remove_unused_columns=False,  # our collator needs the raw pair columns
-        label_names=[],
-        bf16=False,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
-    )
-    if cfg.group_pairs:
-        dataset = RewardGroupDataset(train_pairs, roots)
-        collator = GroupCollator(rm.processor, cfg.max_length, rm.layout)
+    resume_from = None
+    if rm.readout == "likelihood":  # no backbone training: no Trainer, nothing to resume
+        fit = fit_likelihood_head(rm, train_pairs, roots, cfg)
+        steps, train_loss, log_history = fit["steps"], fit["train_loss"], fit["log_history"]
     else:
-        dataset = RewardPairDataset(train_pairs, roots)
-        collator = PairCollator(rm.processor, cfg.max_length, rm.layout)
-    trainer = _trainer_class()(model=rm, args=args, train_dataset=dataset,
-                               data_collator=collator)
-    resume_from = resume_point(out, cfg.resume)
-    if resume_from:
-        log.info("%s RM: resuming from %s", kind, resume_from)
-    train_out = trainer.train(resume_from_checkpoint=resume_from)
+        args = TrainingArguments(
+            output_dir=str(out),
+            num_train_epochs=cfg.num_train_epochs,
+            max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type=cfg.lr_scheduler_type,
+            warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+            weight_decay=cfg.weight_decay,
+            logging_steps=cfg.logging_steps,
+            report_to=cfg.report_to,
+            seed=cfg.seed,
+            save_strategy="steps" if cfg.save_steps > 0 else "no",
+            save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
+            save_total_limit=cfg.save_total_limit,
+            remove_unused_columns=False,  # our collator needs the raw pair columns
+            label_names=[],
+            bf16=False,
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=False,
+        )
+        implicit = rm.readout == "implicit"
+        if cfg.group_pairs:
+            dataset = RewardGroupDataset(train_pairs, roots)
+            collator = GroupCollator(rm.processor, cfg.max_length, rm.layout, implicit)
+        else:
+            dataset = RewardPairDataset(train_pairs, roots)
+            collator = PairCollator(rm.processor, cfg.max_length, rm.layout, implicit)
+        trainer = _trainer_class()(model=rm, args=args, train_dataset=dataset,
+                                   data_collator=collator)
+        resume_from = resume_point(out, cfg.resume)
+        if resume_from:
+            log.info("%s RM: resuming from %s", kind, resume_from)
+        train_out = trainer.train(resume_from_checkpoint=resume_from)
+        steps, train_loss = trainer.state.global_step, train_out.training_loss
+        log_history = trainer.state.log_history
     better, worse = held_out_scores(rm, eval_pairs, roots, cfg.eval_batch_size)
     acc_after = pairwise_accuracy(better, worse)
     write_eval_scores(out / "eval_scores.jsonl", better, worse)
 
     final = rm.save_pretrained(out / "final")
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    losses = [e["loss"] for e in log_history if "loss" in e]
     report = {
         "kind": kind,
         "model": cfg.model,
         "final": str(final),
         "groups": {"train": len(train_groups), "eval": len(eval_groups)},
         "pairs": {"train": train_counts, "eval": eval_counts},
-        "steps": trainer.state.global_step,
-        "train_loss": train_out.training_loss,
+        "steps": steps,
+        "train_loss": train_loss,
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
         "eval_pairwise_accuracy_before": _round(acc_before),
         "eval_pairwise_accuracy": _round(acc_after),
         "lora": cfg.lora,
         "layout": rm.layout,
+        "readout": rm.readout,
         "resumed_from": Path(resume_from).name if resume_from else None,
         "seconds": round(time.time() - t0, 1),
     }
-    (final / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    (final / "train_log.json").write_text(json.dumps(log_history, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("%s RM held-out pairwise accuracy %.3f (before training %.3f)", kind,
              acc_after, acc_before)
     return report
+
+
+def fit_likelihood_head(rm, pairs: list[RewardPair], roots: dict[str, Path],
+                        cfg: RewardTrainConfig) -> dict[str, Any]:
+    """The likelihood readout's training. The backbone is frozen, so each distinct training
+    text's features are computed once; the head (standardisation from those features, then
+    the MLP) is fitted on them with the pairwise loss, `max_steps` steps (default: the
+    epochs over the pairs) of `per_device_train_batch_size` pairs drawn at random."""
+    import torch
+
+    from mmalign.models.reward import RewardInput, pairwise_loss
+
+    index: dict[tuple[str, str], int] = {}
+    for p in pairs:
+        for text in (p.better, p.worse):
+            index.setdefault((str(roots[p.group] / p.image), text), len(index))
+    items = [RewardInput([image], text) for image, text in index]
+    chunks, chunk = [], 1024
+    for start in range(0, len(items), chunk):
+        chunks.append(rm.likelihood_features_of(items[start:start + chunk], cfg.eval_batch_size))
+        log.info("likelihood features: %d of %d texts", start + len(chunks[-1]), len(items))
+    head = rm.head
+    feats = torch.cat(chunks).to(head.feature_mean.device)
+    better = torch.tensor([index[(str(roots[p.group] / p.image), p.better)] for p in pairs])
+    worse = torch.tensor([index[(str(roots[p.group] / p.image), p.worse)] for p in pairs])
+    with torch.no_grad():
+        head.feature_mean.copy_(feats.mean(0))
+        head.feature_std.copy_(feats.std(0).clamp(min=1e-6))
+    batch = cfg.per_device_train_batch_size
+    steps = (cfg.max_steps if cfg.max_steps > 0
+             else max(1, math.ceil(cfg.num_train_epochs * len(pairs) / batch)))
+    opt = torch.optim.AdamW(head.mlp.parameters(), lr=cfg.learning_rate,
+                            weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    head.train()
+    history, window = [], []
+    for step in range(1, steps + 1):
+        pick = torch.randint(len(pairs), (batch,), generator=gen)
+        loss = pairwise_loss(head(feats[better[pick]]), head(feats[worse[pick]]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        window.append(float(loss.detach()))
+        if step % cfg.logging_steps == 0 or step == steps:
+            history.append({"loss": sum(window) / len(window), "step": step})
+            window = []
+    head.eval()
+    return {"steps": steps, "train_loss": sum(e["loss"] for e in history) / len(history),
+            "log_history": history, "texts": len(items)}
 
 
 def _round(x: float) -> float | None:

@@ -1,4 +1,5 @@
-"""A reward model: any HF vision-language model plus a scalar head at the last real token.
+"""A reward model: any HF vision-language model plus a scalar head at the last real token, or
+the model's own implicit reward.
 
     rm = VLMRewardModel.from_backbone("path/or/hub-id")       # a fresh, randomly set head
     rm.enable_lora(r=16)                                     # optional: LoRA on the LM
@@ -21,8 +22,27 @@ both work): s = w . h_last + b. This is the released Align2LLaVA reward model's 
 LLaVA with a bias-free `score` layer read at the sequence end); we keep a bias, which the
 pairwise loss ignores.
 
+Three readouts:
+- `last` (the paper's): the linear head below.
+- `implicit`: no head; the score is beta * (log pi(y|x) - log pi_ref(y|x)) summed over the
+  scored text's tokens (the assistant turn of the `turns` layout), pi the trained backbone and
+  pi_ref a frozen copy of it as it started (with LoRA: the backbone with its adapters off).
+  The pairwise loss on this score is the DPO loss (Rafailov et al., 2023, "your language
+  model is secretly a reward model"). It reads the answer through the LM head, where a tiny
+  backbone already knows which word should come next; the last-token head has to learn to
+  carry "this word was not the one predicted" to the end of the text (docs/LOG.md session
+  14), which the tiny default does not learn. Not the paper's design: an option beside it.
+- `likelihood`: a small MLP over statistics of the frozen backbone's token log-probabilities
+  of the scored text (`turns` layout): their sum, mean and minimum and the token count. A
+  wrong word is a token the model did not expect (a low minimum), a cut answer ends where
+  the model expected more; the MLP learns how the annotators weigh these. The backbone is
+  not trained, so the head is fitted on features computed once (`fit_likelihood_head`).
+  The statistics are the usual token-probability features of hallucination detection
+  (e.g. Manakul et al., 2023, SelfCheckGPT's avg and max -log p). Not the paper's design.
+
 A saved reward model is a plain HF model folder (LoRA merged in) with the processor, plus
-`reward_head.safetensors` and `reward_config.json`; any tool can still load the backbone.
+`reward_head.safetensors` and `reward_config.json`; any tool can still load the backbone. An
+implicit reward model has no head file and keeps its reference model in `reference/`.
 """
 
 from __future__ import annotations
@@ -37,9 +57,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmalign.train.logps import align, response_logps, response_window, token_logps
+
 HEAD_FILE = "reward_head.safetensors"
 CONFIG_FILE = "reward_config.json"
+REFERENCE_DIR = "reference"
 FORMAT_VERSION = 1
+READOUTS = ("last", "implicit", "likelihood")
+LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens")
 
 
 @dataclass
@@ -92,12 +117,23 @@ class VLMRewardModel(nn.Module):
     accepts_loss_kwargs = False
 
     def __init__(self, backbone: nn.Module, processor: Any, *, num_outputs: int = 1,
-                 base_model: str = "", info: dict[str, Any] | None = None):
+                 base_model: str = "", info: dict[str, Any] | None = None,
+                 readout: str = "last", beta: float = 0.1,
+                 reference: nn.Module | None = None, head_hidden: int = 32):
         super().__init__()
+        self.readout = check_readout(readout)
+        if readout != "last" and num_outputs != 1:
+            raise ValueError(f"the {readout} readout gives one score; num_outputs must be 1")
+        self.beta = beta  # implicit readout: score = beta * (log pi - log pi_ref)
         self.backbone = backbone
         self.processor = processor
         hidden = backbone.config.get_text_config().hidden_size
-        self.head = nn.Linear(hidden, num_outputs)
+        self.head = (LikelihoodHead(head_hidden) if readout == "likelihood"
+                     else nn.Linear(hidden, num_outputs))
+        self.head_hidden = head_hidden
+        self.hidden_size = hidden
+        if readout == "likelihood":  # read, never trained
+            backbone.requires_grad_(False)
         self.num_outputs = num_outputs
         self.base_model = base_model
         self.info = dict(info or {})  # saved with the head: kind (question/answer), training
@@ -106,24 +142,47 @@ class VLMRewardModel(nn.Module):
         # The PEFT wrapper while LoRA is on; kept out of the module tree so parameters are
         # not registered twice (LoRA layers live inside `backbone` itself).
         object.__setattr__(self, "_peft", None)
+        # The implicit readout's frozen reference, also out of the tree: the Trainer's
+        # checkpoints and optimiser then hold the trained model only (`_apply` moves it).
+        if reference is not None:
+            reference.eval().requires_grad_(False)
+        object.__setattr__(self, "_reference", reference)
+        if readout == "implicit" and reference is None:
+            raise ValueError("the implicit readout needs a reference model")
+
+    def _apply(self, fn, recurse=True):  # .to(), .float(), ...: the reference follows
+        super()._apply(fn, recurse)
+        if self._reference is not None:
+            self._reference._apply(fn, recurse)
+        return self
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
     def from_backbone(cls, name_or_path: str | os.PathLike, *, num_outputs: int = 1,
                       dtype: str | None = "fp32", device: str | None = None, seed: int = 0,
-                      trust_remote_code: bool = False) -> VLMRewardModel:
-        """A reward model on a pretrained VLM, with a freshly initialised head (seeded)."""
+                      trust_remote_code: bool = False, readout: str = "last",
+                      beta: float = 0.1, head_hidden: int = 32) -> VLMRewardModel:
+        """A reward model on a pretrained VLM, with a freshly initialised head (seeded); for the
+        implicit readout, a second copy of the VLM as the frozen reference."""
         from mmalign.models.load import load_vlm
 
         backbone, processor = load_vlm(name_or_path, dtype=dtype, device=device,
                                        trust_remote_code=trust_remote_code)
-        rm = cls(backbone, processor, num_outputs=num_outputs, base_model=str(name_or_path))
+        reference = None
+        if check_readout(readout) == "implicit":
+            reference = load_vlm(name_or_path, dtype=dtype, device=device,
+                                 trust_remote_code=trust_remote_code)[0]
+        rm = cls(backbone, processor, num_outputs=num_outputs, base_model=str(name_or_path),
+                 readout=readout, beta=beta, reference=reference, head_hidden=head_hidden)
         gen = torch.Generator().manual_seed(seed)
         std = getattr(backbone.config.get_text_config(), "initializer_range", 0.02)
         with torch.no_grad():
-            rm.head.weight.copy_(torch.randn(rm.head.weight.shape, generator=gen) * std)
-            rm.head.bias.zero_()
+            if readout == "likelihood":
+                rm.head.reset(gen)
+            else:
+                rm.head.weight.copy_(torch.randn(rm.head.weight.shape, generator=gen) * std)
+                rm.head.bias.zero_()
         return rm.to(backbone.device)
 
     @classmethod
@@ -134,19 +193,29 @@ class VLMRewardModel(nn.Module):
         from mmalign.models.load import load_vlm
 
         path = Path(path)
-        if not (path / CONFIG_FILE).is_file() or not (path / HEAD_FILE).is_file():
-            raise FileNotFoundError(f"{path}: not a saved reward model (needs {CONFIG_FILE} and "
-                                    f"{HEAD_FILE}; train one with `mmalign curate reward`)")
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{path}: not a saved reward model (needs {CONFIG_FILE}; "
+                                    f"train one with `mmalign curate reward`)")
         cfg = json.loads((path / CONFIG_FILE).read_text())
         if cfg.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: reward model format {cfg.get('format_version')!r}, this "
                              f"version reads {FORMAT_VERSION}")
         backbone, processor = load_vlm(path, dtype=dtype, device=device)
+        readout = check_readout(cfg.get("readout", "last"), path / CONFIG_FILE)
+        reference = None
+        if readout == "implicit":
+            if not (path / REFERENCE_DIR).is_dir():
+                raise FileNotFoundError(f"{path}: an implicit reward model needs its reference "
+                                        f"model in {path / REFERENCE_DIR}")
+            reference = load_vlm(path / REFERENCE_DIR, dtype=dtype, device=device)[0]
         rm = cls(backbone, processor, num_outputs=cfg["num_outputs"],
-                 base_model=cfg.get("base_model", ""), info=cfg.get("info", {}))
+                 base_model=cfg.get("base_model", ""), info=cfg.get("info", {}),
+                 readout=readout, beta=cfg.get("beta", 0.1), reference=reference,
+                 head_hidden=cfg.get("head_hidden", 32))
         rm.max_length = cfg.get("max_length")
         rm.layout = check_layout(cfg.get("layout", "user"), path / CONFIG_FILE)
-        rm.head.load_state_dict(load_file(path / HEAD_FILE))
+        if readout != "implicit":
+            rm.head.load_state_dict(load_file(path / HEAD_FILE))
         return rm.to(backbone.device).eval()
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
@@ -160,18 +229,32 @@ class VLMRewardModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if self._peft is not None:
+            if self.readout == "implicit":  # the adapters-off backbone was the reference
+                object.__setattr__(self, "_reference", self._lora_reference_copy())
             self.backbone = self._peft.merge_and_unload()
             object.__setattr__(self, "_peft", None)
         self.backbone.save_pretrained(path)
         self.processor.save_pretrained(path)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()},
-                  path / HEAD_FILE)
+        if self.readout == "implicit":
+            self._reference.save_pretrained(path / REFERENCE_DIR)  # a whole model folder,
+            self.processor.save_pretrained(path / REFERENCE_DIR)  # loadable on its own
+        else:
+            save_file({k: v.detach().contiguous().cpu()
+                       for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
         (path / CONFIG_FILE).write_text(json.dumps({
             "format_version": FORMAT_VERSION, "num_outputs": self.num_outputs,
-            "hidden_size": self.head.in_features, "base_model": self.base_model,
-            "max_length": self.max_length, "layout": self.layout, "info": self.info},
+            "hidden_size": self.hidden_size, "base_model": self.base_model,
+            "max_length": self.max_length, "layout": self.layout, "readout": self.readout,
+            "beta": self.beta, "head_hidden": self.head_hidden, "info": self.info},
             indent=2) + "\n")
         return path
+
+    def _lora_reference_copy(self) -> nn.Module:
+        """The backbone as it was before LoRA (a copy with the adapters' layers taken out),
+        before the adapters are merged for good."""
+        import copy
+
+        return copy.deepcopy(self._peft).unload().eval().requires_grad_(False)
 
     # ------------------------------------------------------------------ training set-up
 
@@ -187,6 +270,8 @@ class VLMRewardModel(nn.Module):
                             target_modules=_lora_targets(self.backbone, target_modules))
         # get_peft_model swaps LoRA layers into `backbone` in place and freezes the rest.
         object.__setattr__(self, "_peft", get_peft_model(self.backbone, config))
+        # The implicit readout's reference is now the backbone with its adapters off.
+        object.__setattr__(self, "_reference", None)
 
     def freeze_vision_tower(self) -> None:
         from mmalign.train.sft import _vision_tower
@@ -196,13 +281,19 @@ class VLMRewardModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.head.weight.device
+        return next(self.head.parameters()).device
 
     # ------------------------------------------------------------------ forward
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                **vision: Any) -> torch.Tensor:
-        """Scores (B,) for a scalar head, else (B, num_outputs)."""
+                score_mask: torch.Tensor | None = None, **vision: Any) -> torch.Tensor:
+        """Scores (B,) for a scalar head, else (B, num_outputs). `score_mask` (B, T): 1 on the
+        scored text's tokens, needed by the implicit readout (`encode` gives it)."""
+        if self.readout == "implicit":
+            return self._implicit_scores(input_ids, attention_mask, score_mask, vision)
+        if self.readout == "likelihood":
+            return self.head(self.likelihood_features(input_ids, attention_mask, score_mask,
+                                                      **vision))
         inner = language_model_of(self.backbone)
         if inner is not None:
             hidden = inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
@@ -216,8 +307,61 @@ class VLMRewardModel(nn.Module):
         scores = self.head(last.to(self.head.weight.dtype))  # (B, num_outputs)
         return scores.squeeze(-1) if self.num_outputs == 1 else scores
 
+    @torch.no_grad()
+    def likelihood_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                            score_mask: torch.Tensor | None, **vision: Any) -> torch.Tensor:
+        """(B, 4) statistics of the backbone's log-probs of the scored tokens, in
+        LIKELIHOOD_FEATURES order: sum, mean, min, token count."""
+        if score_mask is None:
+            raise ValueError("the likelihood readout needs score_mask: encode the inputs with "
+                             "score_mask=True (VLMRewardModel.encode does)")
+        logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               use_cache=False, logits_to_keep=response_window(score_mask),
+                               **vision).logits
+        logits, labels, mask = align(logits, input_ids, score_mask)
+        logp = token_logps(logits, labels)
+        count = mask.sum(-1).float()
+        total = (logp * mask).sum(-1)
+        lowest = logp.masked_fill(~mask, float("inf")).min(-1).values
+        return torch.stack([total, total / count.clamp(min=1), lowest, count], -1)
+
+    @torch.no_grad()
+    def likelihood_features_of(self, items: Sequence[RewardInput], batch_size: int = 16
+                               ) -> torch.Tensor:
+        """`likelihood_features` of `items`, in order: (N, 4) on the CPU."""
+        self.eval()
+        out = []
+        for start in range(0, len(items), batch_size):
+            batch = self.encode(items[start:start + batch_size])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out.append(self.likelihood_features(**batch).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(LIKELIHOOD_FEATURES))
+
+    def _implicit_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         score_mask: torch.Tensor | None, vision: dict[str, Any]
+                         ) -> torch.Tensor:
+        if score_mask is None:
+            raise ValueError("the implicit readout needs score_mask: encode the inputs with "
+                             "score_mask=True (VLMRewardModel.encode does)")
+        keep = response_window(score_mask)  # the LM head only over the scored tokens
+
+        def logps(model: nn.Module) -> torch.Tensor:
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                           logits_to_keep=keep, **vision).logits
+            return response_logps(logits, input_ids, score_mask)[0]
+
+        policy = logps(self.backbone)
+        with torch.no_grad():
+            if self._peft is not None:
+                with self._peft.disable_adapter():
+                    reference = logps(self.backbone)
+            else:
+                reference = logps(self._reference)
+        return self.beta * (policy - reference)
+
     def encode(self, items: Sequence[RewardInput]) -> dict[str, torch.Tensor]:
-        return encode_inputs(self.processor, items, self.max_length, self.layout)
+        return encode_inputs(self.processor, items, self.max_length, self.layout,
+                             score_mask=self.readout != "last")
 
     @torch.no_grad()
     def score(self, items: Sequence[RewardInput], batch_size: int = 16) -> list[float]:
@@ -235,7 +379,56 @@ class VLMRewardModel(nn.Module):
         return out
 
 
+class LikelihoodHead(nn.Module):
+    """The likelihood readout's head: features standardised with the training set's mean and
+    spread (buffers, saved with the weights), then a two-layer tanh MLP to one score."""
+
+    def __init__(self, hidden: int = 32, n_features: int = len(LIKELIHOOD_FEATURES)):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def reset(self, generator: torch.Generator) -> None:
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                bound = layer.in_features ** -0.5  # PyTorch's default range, seeded
+                layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator)
+                                   * 2 * bound - bound)
+                layer.bias.zero_()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
+        return self.mlp(x).squeeze(-1)
+
+
+def saved_model_hash(path: str | os.PathLike) -> str:
+    """A content hash of what a saved reward model was trained into: its head file, or, for
+    the implicit readout (no head), its backbone's weight files; with its config either way.
+    Big weight files are sampled (`pipeline.file_hash`), so this stays cheap."""
+    import hashlib
+
+    from mmalign.pipeline import file_hash
+
+    path = Path(path)
+    trained = ([path / HEAD_FILE] if (path / HEAD_FILE).is_file()
+               else sorted(path.glob("*.safetensors")))
+    if not trained:
+        raise FileNotFoundError(f"{path}: no {HEAD_FILE} and no weight files")
+    h = hashlib.sha256()
+    for f in [path / CONFIG_FILE, *trained]:
+        h.update(file_hash(f).encode())
+    return "sha256:" + h.hexdigest()
+
+
 LAYOUTS = ("user", "turns")
+
+
+def check_readout(readout: str, where: Any = "readout") -> str:
+    if readout not in READOUTS:
+        raise ValueError(f"{where}: reward readout {readout!r}, expected one of {READOUTS}")
+    return readout
 
 
 def check_layout(layout: str, where: Any = "layout") -> str:
@@ -244,8 +437,11 @@ def check_layout(layout: str, where: Any = "layout") -> str:
     return layout
 
 
-def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user") -> str:
-    """The chat-templated text of one reward input (layouts: the module docstring)."""
+def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user",
+                  prompt_only: bool = False) -> str:
+    """The chat-templated text of one reward input (layouts: the module docstring). With
+    `prompt_only` (`turns` layout), the user turn and the generation prompt: what precedes the
+    scored text."""
     from mmalign.curate.annotations import split_answer_text
 
     check_layout(layout)
@@ -256,17 +452,24 @@ def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user"
     if prompt or scored is None:
         content.append({"type": "text", "text": ("\n" if n_images else "") + prompt})
     messages = [{"role": "user", "content": content}]
+    if prompt_only:
+        if scored is None:
+            raise ValueError("only the `turns` layout puts the scored text in a turn of its own")
+        return processor.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True)
     if scored is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": scored}]})
     return processor.apply_chat_template(messages, tokenize=False)
 
 
 def encode_inputs(processor: Any, items: Sequence[RewardInput],
-                  max_length: int | None = None, layout: str = "user"
-                  ) -> dict[str, torch.Tensor]:
+                  max_length: int | None = None, layout: str = "user",
+                  score_mask: bool = False) -> dict[str, torch.Tensor]:
     """Tokenise a batch (right padding). All items must have the same number of images (the
     scorer groups them). With `max_length`, text past it is cut; cutting into image tokens
-    is refused with a message, since it breaks every VLM forward."""
+    is refused with a message, since it breaks every VLM forward. With `score_mask`
+    (`turns` layout), also a (B, T) mask that is 1 on the scored text's tokens: the tokens
+    after the longest prefix shared with the prompt alone."""
     from mmalign.io.images import load_image
 
     counts = {len(it.images) for it in items}
@@ -280,6 +483,8 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
                   for it in items]
     enc = processor(images=images, text=texts, padding=True, padding_side="right",
                     return_tensors="pt")
+    if score_mask:
+        enc["score_mask"] = _scored_tokens(processor, items, n_images, layout, images, enc)
     if max_length is not None and enc["input_ids"].shape[1] > max_length:
         image_id = _image_token_id(processor)
         if image_id is not None:
@@ -287,9 +492,35 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
             if n_images and int(last_image) >= max_length:
                 raise ValueError(f"max_length={max_length} would cut image tokens (they run to "
                                  f"position {int(last_image) + 1}); raise max_length")
-        enc["input_ids"] = enc["input_ids"][:, :max_length]
-        enc["attention_mask"] = enc["attention_mask"][:, :max_length]
+        for key in ("input_ids", "attention_mask", "score_mask"):
+            if key in enc:
+                enc[key] = enc[key][:, :max_length]
+        if score_mask and not bool(enc["score_mask"].any(-1).all()):
+            raise ValueError(f"max_length={max_length} cuts every scored token of an input; "
+                             f"raise max_length")
     return dict(enc)
+
+
+def _scored_tokens(processor: Any, items: Sequence[RewardInput], n_images: int, layout: str,
+                   images: Any, enc: Any) -> torch.Tensor:
+    """1 on the tokens of each row past its prompt (the scored text and the template's end
+    of turn), found as the first position where the full and the prompt-only encodings
+    part ways, so a template that tokenises the seam differently is still cut right."""
+    prompts = [reward_prompt(processor, n_images, it.text, layout, prompt_only=True)
+               for it in items]
+    pre = processor(images=images, text=prompts, padding=True, padding_side="right",
+                    return_tensors="pt")
+    mask = torch.zeros_like(enc["input_ids"])
+    for i in range(len(items)):
+        full = enc["input_ids"][i][enc["attention_mask"][i].bool()]
+        prompt = pre["input_ids"][i][pre["attention_mask"][i].bool()]
+        n = min(len(full), len(prompt))
+        differ = (full[:n] != prompt[:n]).nonzero()
+        start = int(differ[0]) if len(differ) else n
+        if start >= len(full):
+            raise ValueError(f"input {i}: no scored token after the prompt ({items[i].text!r})")
+        mask[i, start:len(full)] = 1
+    return mask
 
 
 def _image_token_id(processor: Any) -> int | None:

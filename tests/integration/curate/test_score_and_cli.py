@@ -66,11 +66,13 @@ def _ok(res):
 def test_curate_cli_end_to_end(tiny_model, tiny_world, small_corpus, tmp_path):
     run = CliRunner()
     rms = {}
-    # the answer RM on a fixed held-out file (its first two groups) and three training groups
+    # the answer RM on a fixed held-out file (its first two groups) and three training groups,
+    # with the implicit readout (scored below like any other reward model)
     held = tmp_path / "held.jsonl"
     held.write_text("".join((tiny_world / "annotations" / "answers.jsonl").open().readlines()[:2]))
     split = {"question": ["--eval-fraction", "0.2"],
-             "answer": ["--eval-annotations", str(held), "--train-groups", "3"]}
+             "answer": ["--eval-annotations", str(held), "--train-groups", "3",
+                        "--layout", "turns", "--readout", "implicit", "--beta", "0.3"]}
     for kind in ("question", "answer"):
         out = _ok(run.invoke(curate_app, [
             "reward", "--model", str(tiny_model), "--annotations",
@@ -82,6 +84,7 @@ def test_curate_cli_end_to_end(tiny_model, tiny_world, small_corpus, tmp_path):
         assert 0 <= report["eval_pairwise_accuracy"] <= 1
         if kind == "answer":
             assert report["groups"] == {"train": 3, "eval": 2}
+            assert report["readout"] == "implicit"
         rms[kind] = tmp_path / f"rm_{kind}" / "final"
 
     out = _ok(run.invoke(curate_app, [

@@ -1,0 +1,221 @@
+"""The readouts beside the paper's last-token head, on real tiny models: the implicit one,
+beta * (log pi - log pi_ref) of the scored text, and the likelihood one, an MLP over the frozen
+backbone's token log-prob statistics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText
+
+from mmalign.curate.reward_train import RewardTrainConfig, train_reward
+from mmalign.io.images import load_image
+from mmalign.models.reward import (
+    LIKELIHOOD_FEATURES,
+    REFERENCE_DIR,
+    RewardInput,
+    VLMRewardModel,
+    encode_inputs,
+)
+from mmalign.models.tiny import TinyConfig, build_tiny
+
+ANSWER = "Question: Where is the star?\nAnswer: In the upper left corner, next to a red circle."
+QUESTIONS = "What color is the ring?\nIs there a cross?"
+
+
+def _items(world):
+    images = sorted((world / "images" / "corpus").glob("*.png"))
+    return [RewardInput([images[0]], "Question: How many circles?\nAnswer: Two."),
+            RewardInput([images[1]], ANSWER), RewardInput([images[2]], QUESTIONS)]
+
+
+def _implicit(model, **kw):
+    rm = VLMRewardModel.from_backbone(model, readout="implicit", **kw)
+    rm.layout = "turns"
+    return rm
+
+
+def _answer_token_logps(model, processor, image) -> torch.Tensor:
+    """Log-probs of ANSWER's answer tokens (and the end of turn) computed apart from the
+    reward model's code: the template by hand, the model's full logits."""
+    answer = ANSWER.split("Answer: ")[1]
+    msgs = [{"role": "user", "content": [{"type": "image"},
+                                         {"type": "text", "text": "\nWhere is the star?"}]}]
+    prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    full = processor.apply_chat_template(
+        msgs + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
+        tokenize=False)
+    assert full.startswith(prompt)
+    pix = [[load_image(image)]]
+    n_prompt = processor(text=[prompt], images=pix, return_tensors="pt")["input_ids"].shape[1]
+    enc = processor(text=[full], images=pix, return_tensors="pt")
+    with torch.no_grad():
+        logp = torch.log_softmax(model(**enc).logits[0, :-1].float(), -1)
+    target = enc["input_ids"][0, 1:]
+    return logp.gather(-1, target[:, None])[n_prompt - 1:, 0]
+
+
+def _perturb(module, seed=0, std=0.02):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * std)
+
+
+@pytest.mark.parametrize("arch", ["llava", "idefics3"])
+def test_the_score_mask_covers_exactly_the_scored_text(tiny_model, tiny_world,
+                                                       small_tiny_config, tmp_path, arch):
+    model = tiny_model if arch == "llava" else build_tiny(
+        tmp_path / arch, TinyConfig(arch=arch, **small_tiny_config))
+    rm = _implicit(model)
+    items = _items(tiny_world)
+    enc = rm.encode(items)
+    assert enc["score_mask"].shape == enc["input_ids"].shape
+    assert not bool((enc["score_mask"].bool() & ~enc["attention_mask"].bool()).any())
+    tok = rm.processor.tokenizer
+    for i, scored in enumerate(("Two.", ANSWER.split("Answer: ")[1], QUESTIONS)):
+        ids = enc["input_ids"][i][enc["score_mask"][i].bool()]
+        text = tok.decode(ids)
+        # the scored text and the template's end of turn, nothing of the prompt before it
+        assert text.strip().startswith(scored.split("\n")[0]), text
+        assert text.replace("\n", "").count(scored.replace("\n", "")) == 1, text
+        first = int(enc["score_mask"][i].nonzero()[0])
+        assert "Question" not in tok.decode(enc["input_ids"][i][first:])
+    with pytest.raises(ValueError, match="only the `turns` layout"):
+        encode_inputs(rm.processor, items, layout="user", score_mask=True)
+
+
+def test_scores_are_beta_times_the_log_ratio_of_the_scored_text(tiny_model, tiny_world):
+    rm = _implicit(tiny_model, beta=0.5)
+    items = _items(tiny_world)
+    assert rm.score(items) == [0.0, 0.0, 0.0]  # pi = pi_ref before any training
+    _perturb(rm.backbone)
+    scores = rm.score(items, batch_size=3)
+    assert all(abs(s) > 1e-4 for s in scores)
+    # the same number computed another way: the chat template and the model's full logits
+    ref = AutoModelForImageTextToText.from_pretrained(tiny_model).eval()
+
+    def answer_logp(model):
+        return _answer_token_logps(model, rm.processor, items[1].images[0]).sum().item()
+
+    expected = 0.5 * (answer_logp(rm.backbone) - answer_logp(ref))
+    assert scores[1] == pytest.approx(expected, abs=1e-4)
+    # padding does not reach the scores: alone or batched, the same
+    assert rm.score(items[1:2], batch_size=1) == pytest.approx(scores[1:2], abs=1e-4)
+
+
+def test_training_saves_policy_and_reference_and_reloads_the_same_scores(
+        tiny_model, tiny_world, tmp_path):
+    report = train_reward(RewardTrainConfig(
+        model=str(tiny_model), annotations=[str(tiny_world / "annotations" / "answers.jsonl")],
+        output_dir=str(tmp_path / "rm"), image_root=str(tiny_world), max_steps=3,
+        per_device_train_batch_size=4, learning_rate=1e-3, eval_fraction=0.2, seed=1,
+        layout="turns", readout="implicit", beta=0.2))
+    assert report["readout"] == "implicit" and report["steps"] == 3
+    assert report["eval_pairwise_accuracy_before"] == 0.0  # all ties before training
+    final = report["final"]
+    config = json.loads((tmp_path / "rm" / "final" / "reward_config.json").read_text())
+    assert config["readout"] == "implicit" and config["beta"] == 0.2
+    start = AutoModelForImageTextToText.from_pretrained(tiny_model).state_dict()
+    reference = AutoModelForImageTextToText.from_pretrained(
+        tmp_path / "rm" / "final" / REFERENCE_DIR).state_dict()
+    trained = AutoModelForImageTextToText.from_pretrained(final).state_dict()
+    assert all(torch.equal(start[k], reference[k]) for k in start)  # the frozen start
+    text = [k for k in start if "language_model" in k]
+    assert text and any(not torch.equal(start[k], trained[k]) for k in text)
+    rm = VLMRewardModel.from_pretrained(final)
+    assert rm.readout == "implicit" and rm.beta == 0.2
+    pairs = [json.loads(x) for x in (tmp_path / "rm" / "eval_pairs.jsonl").open()]
+    scores = [json.loads(x) for x in (tmp_path / "rm" / "eval_scores.jsonl").open()]
+    again = rm.score([RewardInput([tiny_world / pairs[0]["image"]], pairs[0]["better"])])
+    assert again[0] == pytest.approx(scores[0]["better_score"], abs=1e-4)
+    assert any(s["better_score"] != 0 for s in scores)
+    # the head is not part of an implicit reward model
+    assert not (tmp_path / "rm" / "final" / "reward_head.safetensors").exists()
+
+
+def test_lora_uses_the_adapters_off_backbone_as_reference(tiny_model, tiny_world, tmp_path):
+    rm = _implicit(tiny_model)
+    rm.enable_lora(r=4)
+    items = _items(tiny_world)
+    assert rm.score(items) == [0.0, 0.0, 0.0]  # LoRA's B starts at zero
+    _perturb(rm.backbone, std=0.05)  # moves the adapters and the frozen weights alike
+    moved = rm.score(items, batch_size=3)
+    rm.save_pretrained(tmp_path / "rm")
+    again = VLMRewardModel.from_pretrained(tmp_path / "rm")
+    assert again.score(items, batch_size=3) == pytest.approx(moved, abs=1e-4)
+    # the saved reference is the backbone without its adapters, not the merged one
+    ref = load_file(next((tmp_path / "rm" / REFERENCE_DIR).glob("*.safetensors")))
+    merged = load_file(next((tmp_path / "rm").glob("model*.safetensors")))
+    assert ref.keys() == merged.keys()
+    assert any(not torch.equal(ref[k], merged[k]) for k in ref)
+
+
+def test_bad_readout_settings_are_clear_errors(tiny_model, tiny_world, tmp_path):
+    base = dict(model=str(tiny_model), annotations=[str(tiny_world / "annotations" /
+                                                        "answers.jsonl")],
+                output_dir=str(tmp_path / "rm"), image_root=str(tiny_world), max_steps=1)
+    with pytest.raises(ValueError, match="needs layout='turns'"):
+        train_reward(RewardTrainConfig(**base, readout="implicit"))
+    with pytest.raises(ValueError, match="readout 'mean'"):
+        train_reward(RewardTrainConfig(**base, readout="mean"))
+    rm = VLMRewardModel.from_backbone(tiny_model)
+    rm.save_pretrained(tmp_path / "last")
+    with pytest.raises(ValueError, match="cannot continue with readout='implicit'"):
+        train_reward(RewardTrainConfig(**(base | {"model": str(tmp_path / "last")}),
+                                       readout="implicit", layout="turns"))
+    broken = _implicit(tiny_model)
+    broken.save_pretrained(tmp_path / "implicit")
+    import shutil
+
+    shutil.rmtree(tmp_path / "implicit" / REFERENCE_DIR)
+    with pytest.raises(FileNotFoundError, match="needs its reference model"):
+        VLMRewardModel.from_pretrained(tmp_path / "implicit")
+
+
+def test_likelihood_features_are_the_answer_tokens_log_prob_statistics(tiny_model, tiny_world):
+    rm = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2)
+    rm.layout = "turns"
+    assert not any(p.requires_grad for p in rm.backbone.parameters())
+    items = _items(tiny_world)
+    feats = rm.likelihood_features_of(items, batch_size=3)
+    assert feats.shape == (3, len(LIKELIHOOD_FEATURES))
+    logps = _answer_token_logps(rm.backbone, rm.processor, items[1].images[0])
+    expected = [logps.sum().item(), logps.mean().item(), logps.min().item(), len(logps)]
+    assert feats[1].tolist() == pytest.approx(expected, abs=1e-4)
+    # alone or padded in a batch, the same features; the score is the head of them
+    assert rm.likelihood_features_of(items[1:2])[0].tolist() == pytest.approx(expected, abs=1e-4)
+    with torch.no_grad():
+        assert rm.score(items, batch_size=3) == pytest.approx(rm.head(feats).tolist(), abs=1e-5)
+
+
+def test_likelihood_training_fits_the_head_and_leaves_the_backbone(tiny_model, tiny_world,
+                                                                  tmp_path):
+    report = train_reward(RewardTrainConfig(
+        model=str(tiny_model), annotations=[str(tiny_world / "annotations" / "answers.jsonl")],
+        output_dir=str(tmp_path / "rm"), image_root=str(tiny_world), max_steps=50,
+        per_device_train_batch_size=16, learning_rate=1e-2, eval_fraction=0.2, seed=1,
+        layout="turns", readout="likelihood", head_hidden=8, logging_steps=10))
+    assert report["readout"] == "likelihood" and report["steps"] == 50
+    assert report["first_logged_loss"] > report["last_logged_loss"]  # the fit fits
+    final = tmp_path / "rm" / "final"
+    start = AutoModelForImageTextToText.from_pretrained(tiny_model).state_dict()
+    saved = AutoModelForImageTextToText.from_pretrained(final).state_dict()
+    assert all(torch.equal(start[k], saved[k]) for k in start)  # the backbone is only read
+    rm = VLMRewardModel.from_pretrained(final)
+    assert rm.readout == "likelihood" and rm.head_hidden == 8
+    # the standardisation is the training texts' features' (the count of tokens is >= 1)
+    assert float(rm.head.feature_mean[3]) >= 1 and float(rm.head.feature_std[3]) > 0
+    pairs = [json.loads(x) for x in (tmp_path / "rm" / "eval_pairs.jsonl").open()]
+    scores = [json.loads(x) for x in (tmp_path / "rm" / "eval_scores.jsonl").open()]
+    again = rm.score([RewardInput([tiny_world / p["image"]], p["worse"]) for p in pairs[:3]])
+    assert again == pytest.approx([s["worse_score"] for s in scores[:3]], abs=1e-4)
+    with pytest.raises(ValueError, match="likelihood readout never trains the backbone"):
+        train_reward(RewardTrainConfig(
+            model=str(tiny_model), annotations=[str(tiny_world / "annotations" /
+                                                    "answers.jsonl")],
+            output_dir=str(tmp_path / "bad"), image_root=str(tiny_world), layout="turns",
+            readout="likelihood", lora=True))

@@ -306,6 +306,13 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     )
     from mmalign.train.resume import resume_point
 
+    check_readout(cfg.readout, "RewardTrainConfig.readout")  # before any reading or writing
+    if cfg.readout != "last" and cfg.layout != "turns":
+        raise ValueError(f"the {cfg.readout} readout scores the text as the model's own "
+                         f"answer: it needs layout='turns'")
+    if cfg.readout == "likelihood" and (cfg.lora or cfg.freeze_vision_tower):
+        raise ValueError("the likelihood readout never trains the backbone: lora and "
+                         "freeze_vision_tower do not apply")
     t0 = time.time()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,13 +331,6 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
              kind, len(train_pairs), train_counts["augmented"], len(train_groups),
              len(eval_pairs), len(eval_groups))
 
-    check_readout(cfg.readout, "RewardTrainConfig.readout")
-    if cfg.readout != "last" and cfg.layout != "turns":
-        raise ValueError(f"the {cfg.readout} readout scores the text as the model's own "
-                         f"answer: it needs layout='turns'")
-    if cfg.readout == "likelihood" and (cfg.lora or cfg.freeze_vision_tower):
-        raise ValueError("the likelihood readout never trains the backbone: lora and "
-                         "freeze_vision_tower do not apply")
     if (Path(cfg.model) / "reward_config.json").is_file():
         rm = VLMRewardModel.from_pretrained(cfg.model, dtype=cfg.dtype)
         if rm.readout != cfg.readout:
@@ -433,10 +433,12 @@ def fit_likelihood_head(rm, pairs: list[RewardPair], roots: dict[str, Path],
 
     from mmalign.models.reward import RewardInput, pairwise_loss
 
-    index: dict[tuple[str, str], int] = {}
+    index: dict[tuple[str, str], int] = {}  # (image, text) -> row of the features
+    sides: list[list[int]] = [[], []]  # each pair's better and worse row
     for p in pairs:
-        for text in (p.better, p.worse):
-            index.setdefault((str(roots[p.group] / p.image), text), len(index))
+        image = str(roots[p.group] / p.image)
+        for side, text in zip(sides, (p.better, p.worse), strict=True):
+            side.append(index.setdefault((image, text), len(index)))
     items = [RewardInput([image], text) for image, text in index]
     chunks, chunk = [], 1024
     for start in range(0, len(items), chunk):
@@ -444,8 +446,7 @@ def fit_likelihood_head(rm, pairs: list[RewardPair], roots: dict[str, Path],
         log.info("likelihood features: %d of %d texts", start + len(chunks[-1]), len(items))
     head = rm.head
     feats = torch.cat(chunks).to(head.feature_mean.device)
-    better = torch.tensor([index[(str(roots[p.group] / p.image), p.better)] for p in pairs])
-    worse = torch.tensor([index[(str(roots[p.group] / p.image), p.worse)] for p in pairs])
+    better, worse = torch.tensor(sides[0]), torch.tensor(sides[1])
     with torch.no_grad():
         head.feature_mean.copy_(feats.mean(0))
         head.feature_std.copy_(feats.std(0).clamp(min=1e-6))

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmalign.train.logps import align, response_logps, response_window, token_logps
+from mmalign.train.logps import response_logps, response_window
 
 HEAD_FILE = "reward_head.safetensors"
 CONFIG_FILE = "reward_config.json"
@@ -170,9 +170,10 @@ class VLMRewardModel(nn.Module):
         backbone, processor = load_vlm(name_or_path, dtype=dtype, device=device,
                                        trust_remote_code=trust_remote_code)
         reference = None
-        if check_readout(readout) == "implicit":
-            reference = load_vlm(name_or_path, dtype=dtype, device=device,
-                                 trust_remote_code=trust_remote_code)[0]
+        if check_readout(readout) == "implicit":  # the start, frozen: a copy, not a reload
+            import copy
+
+            reference = copy.deepcopy(backbone)
         rm = cls(backbone, processor, num_outputs=num_outputs, base_model=str(name_or_path),
                  readout=readout, beta=beta, reference=reference, head_hidden=head_hidden)
         gen = torch.Generator().manual_seed(seed)
@@ -307,21 +308,27 @@ class VLMRewardModel(nn.Module):
         scores = self.head(last.to(self.head.weight.dtype))  # (B, num_outputs)
         return scores.squeeze(-1) if self.num_outputs == 1 else scores
 
+    def _scored_logps(self, model: nn.Module, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor, score_mask: torch.Tensor | None,
+                      vision: dict[str, Any]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`response_logps` of the scored tokens under `model` (the LM head run only over
+        them): (sum [B], per-token [B, K-1], mask [B, K-1])."""
+        if score_mask is None:
+            raise ValueError(f"the {self.readout} readout needs score_mask: encode the inputs "
+                             f"with score_mask=True (VLMRewardModel.encode does)")
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                       logits_to_keep=response_window(score_mask), **vision).logits
+        return response_logps(logits, input_ids, score_mask)
+
     @torch.no_grad()
     def likelihood_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                             score_mask: torch.Tensor | None, **vision: Any) -> torch.Tensor:
         """(B, 4) statistics of the backbone's log-probs of the scored tokens, in
         LIKELIHOOD_FEATURES order: sum, mean, min, token count."""
-        if score_mask is None:
-            raise ValueError("the likelihood readout needs score_mask: encode the inputs with "
-                             "score_mask=True (VLMRewardModel.encode does)")
-        logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               use_cache=False, logits_to_keep=response_window(score_mask),
-                               **vision).logits
-        logits, labels, mask = align(logits, input_ids, score_mask)
-        logp = token_logps(logits, labels)
+        total, logp, mask = self._scored_logps(self.backbone, input_ids, attention_mask,
+                                               score_mask, vision)
         count = mask.sum(-1).float()
-        total = (logp * mask).sum(-1)
         lowest = logp.masked_fill(~mask, float("inf")).min(-1).values
         return torch.stack([total, total / count.clamp(min=1), lowest, count], -1)
 
@@ -340,15 +347,8 @@ class VLMRewardModel(nn.Module):
     def _implicit_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          score_mask: torch.Tensor | None, vision: dict[str, Any]
                          ) -> torch.Tensor:
-        if score_mask is None:
-            raise ValueError("the implicit readout needs score_mask: encode the inputs with "
-                             "score_mask=True (VLMRewardModel.encode does)")
-        keep = response_window(score_mask)  # the LM head only over the scored tokens
-
         def logps(model: nn.Module) -> torch.Tensor:
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                           logits_to_keep=keep, **vision).logits
-            return response_logps(logits, input_ids, score_mask)[0]
+            return self._scored_logps(model, input_ids, attention_mask, score_mask, vision)[0]
 
         policy = logps(self.backbone)
         with torch.no_grad():

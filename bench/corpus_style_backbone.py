@@ -1,7 +1,7 @@
 """The answer reward model's backbone: a base fine-tuned on corpus-style, defect-free instructions.
 
     .venv/bin/python bench/corpus_style_backbone.py runs/base/world runs/b13/sizepos2/final \\
-        runs/s14/cstyle [--steps 600 --reps 2]
+        runs/s14/cstyle [--steps 600 --reps 2 --seed 99 --lr 1e-3 --train-vision]
 
 The set is the world's own corpus generator (`world.corpus.corpus_records`, defect rates all
 zero) drawn `reps` times over the *pretraining* images: no corpus, annotation or bench image,
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--reps", type=int, default=2, help="draws of the set per scene")
     ap.add_argument("--seed", type=int, default=99, help="the set's draw")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--train-vision", action="store_true",
+                    help="train the vision tower too (default: frozen)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data = args.out.with_suffix(".json")
@@ -61,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(records)} corpus-style records -> {data}")
     final = train_sft(SFTRunConfig(model=args.base, data=[str(data)], output_dir=str(args.out),
                                    image_root=str(args.world), max_steps=args.steps,
-                                   per_device_train_batch_size=32, learning_rate=1e-3,
-                                   freeze_vision_tower=True))
+                                   per_device_train_batch_size=32, learning_rate=args.lr,
+                                   freeze_vision_tower=not args.train_vision))
     print(f"backbone: {final}")
 
 

@@ -13,7 +13,8 @@ after (docs/LOG.md, session 14). The likelihood readout of the answer RM reads e
 LLaVA-Instruct-style data.
 
 Writes OUT.json (the set, LLaVA format) and trains OUT/final with `mmalign train sft`'s code
-(batch 32, lr 1e-3, vision tower frozen).
+(batch 32; by default lr 1e-3 and the vision tower frozen). Session 16 continued
+runs/s14/cstyle for 1200 steps with `--reps 4 --seed 100`: the answer RM rose from 0.732 to 0.787.
 """
 
 from __future__ import annotations

@@ -336,12 +336,8 @@ class VLMRewardModel(nn.Module):
     def likelihood_features_of(self, items: Sequence[RewardInput], batch_size: int = 16
                                ) -> torch.Tensor:
         """`likelihood_features` of `items`, in order: (N, 4) on the CPU."""
-        self.eval()
-        out = []
-        for start in range(0, len(items), batch_size):
-            batch = self.encode(items[start:start + batch_size])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            out.append(self.likelihood_features(**batch).float().cpu())
+        out = [self.likelihood_features(**batch).float().cpu()
+               for batch in self._encoded_batches(items, batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(LIKELIHOOD_FEATURES))
 
     def _implicit_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -366,17 +362,20 @@ class VLMRewardModel(nn.Module):
     @torch.no_grad()
     def score(self, items: Sequence[RewardInput], batch_size: int = 16) -> list[float]:
         """Scores of `items`, in order (scalar head)."""
+        return [float(s) for batch in self._encoded_batches(items, batch_size)
+                for s in self(**batch).float().cpu()]
+
+    def _encoded_batches(self, items: Sequence[RewardInput], batch_size: int):
+        """`encode`d batches of `items` on the model's device, the model in eval mode while
+        they are read (its mode is restored after)."""
         was_training = self.training
         self.eval()
-        out: list[float] = []
         try:
             for start in range(0, len(items), batch_size):
                 batch = self.encode(items[start:start + batch_size])
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                out.extend(float(s) for s in self(**batch).float().cpu())
+                yield {k: v.to(self.device) for k, v in batch.items()}
         finally:
             self.train(was_training)
-        return out
 
 
 class LikelihoodHead(nn.Module):

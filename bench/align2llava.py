@@ -66,7 +66,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ DIFFS = (("curated", "full"), ("curated", "random"),
          ("curated_rewrite", "curated"),
          ("oracle", "random"))  # the last: what a perfect defect filter buys over chance
 RM_KINDS = ("question", "answer")
+# RewardTrainConfig fields the experiment sets from its own (world, base, out): not overridable.
+EXPERIMENT_OWNED_RM_FIELDS = {"model", "annotations", "output_dir", "kind", "image_root"}
 log = logging.getLogger("align2llava")
 
 
@@ -123,6 +125,25 @@ class Align2LLaVAExperiment:
     rm_max_length: int | None = None
     rm_layout: str = "user"  # user (the paper's) | turns: the scored text after the image
     rm_seed: int = 0
+    # Per kind, RewardTrainConfig fields that replace the shared ones above for that kind, e.g.
+    # {answer: {readout: likelihood, max_steps: 3000, per_device_train_batch_size: 256}}.
+    rm_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # --- the reward models' backbone. The paper's RMs start from LLaVA-1.5, which was tuned
+    # on LLaVA-Instruct-style data before it judged any; the tiny base never saw the corpus's
+    # phrasings, and what it predicts there cannot tell a wrong attribute from a right one
+    # (docs/results.md, sessions 14-17). With rm_backbone_steps > 0, `base` is first
+    # fine-tuned that many steps on `world.corpus.corpus_style_samples` over the pretraining
+    # images (defect-free; no corpus, annotation or benchmark image; no truth file) and the
+    # RMs of `rm_backbone_kinds` start from it. 0: both start from `base`. Every SFT arm
+    # still starts from `base`.
+    rm_backbone_steps: int = 0
+    rm_backbone_kinds: list[str] = field(default_factory=lambda: list(RM_KINDS))
+    rm_backbone_reps: int = 4  # draws of the set per pretraining scene
+    rm_backbone_seed: int = 100  # the set's draw
+    rm_backbone_batch_size: int = 32
+    rm_backbone_lr: float = 1e-3
+    rm_backbone_train_vision: bool = False
 
     # --- scoring the corpus
     score_batch_size: int = 64  # records per step (and resume unit)
@@ -165,6 +186,19 @@ class Align2LLaVAExperiment:
                 raise RecipeError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.steps < 1 or self.rm_steps < 1:
             raise RecipeError("steps and rm_steps must be >= 1")
+        if self.rm_backbone_steps < 0:
+            raise RecipeError("rm_backbone_steps must be >= 0 (0: the RMs start from base)")
+        for name, kinds in (("rm_backbone_kinds", self.rm_backbone_kinds),
+                            ("rm_overrides", list(self.rm_overrides))):
+            unknown = sorted(set(kinds) - set(RM_KINDS))
+            if unknown:
+                raise RecipeError(f"{name}: unknown kind(s) {unknown}; known: {list(RM_KINDS)}")
+        settable = set(field_defaults(_reward_config())) - EXPERIMENT_OWNED_RM_FIELDS
+        for kind, fields in self.rm_overrides.items():
+            unknown = sorted(set(fields) - settable)
+            if unknown:
+                raise RecipeError(f"rm_overrides.{kind}: {unknown} are not reward-model "
+                                  f"settings that can be changed; known: {sorted(settable)}")
         if self.rewrite_limit is not None and self.rewrite_limit < 1:
             raise RecipeError("rewrite_limit must be >= 1 or null (all)")
         unknown = sorted(set(self.only or ()) - set(VARIANTS))
@@ -191,16 +225,57 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
 
 
 
-def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: Path
-                       ) -> dict[str, Any]:
-    """OUT/rm_<kind>: the reward model of `kind` trained on the world's annotations; returns
-    its report (held-out pairwise accuracy before/after, pair counts, seconds)."""
+def _reward_config() -> type:
+    from mmalign.curate.reward_train import RewardTrainConfig
+
+    return RewardTrainConfig
+
+
+def train_rm_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path) -> Path:
+    """OUT/rm_backbone/final: `base` fine-tuned on corpus-style, defect-free records over the
+    pretraining images (its set in OUT/rm_backbone.json); `base` itself when
+    rm_backbone_steps is 0. Resumes from its checkpoints; reused once finished."""
+    from mmalign.io.formats import write_records
+    from mmalign.train.sft import SFTRunConfig, train_sft
+    from mmalign.world.corpus import corpus_style_samples
+    from mmalign.world.scene import read_scene_file
+
+    if exp.rm_backbone_steps == 0:
+        return repo_path(exp.base)
+    folder, data = out / "rm_backbone", out / "rm_backbone.json"
+    cfg = SFTRunConfig(model=str(repo_path(exp.base)), data=[str(data)], output_dir=str(folder),
+                       image_root=str(world), max_steps=exp.rm_backbone_steps,
+                       per_device_train_batch_size=exp.rm_backbone_batch_size,
+                       learning_rate=exp.rm_backbone_lr,
+                       freeze_vision_tower=not exp.rm_backbone_train_vision)
+    check_settings(folder / "run.json", {"reps": exp.rm_backbone_reps,
+                                         "set_seed": exp.rm_backbone_seed, **asdict(cfg)})
+    final = folder / "final"
+    if (final / "train_log.json").is_file():
+        log.info("RM backbone: done already (%s)", final)
+        return final
+    if not data.is_file():
+        scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "pretrain"]
+        if not scenes:
+            raise RecipeError(f"{world / 'scenes.jsonl'}: no pretraining scenes for the RM "
+                              "backbone's set")
+        samples = corpus_style_samples(scenes, exp.rm_backbone_reps, exp.rm_backbone_seed)
+        write_records(data, samples, "llava")
+        log.info("RM backbone: %d corpus-style records -> %s", len(samples), data)
+    return Path(train_sft(cfg))
+
+
+def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: Path,
+                       backbone: Path) -> dict[str, Any]:
+    """OUT/rm_<kind>: the reward model of `kind` trained from `backbone` on the world's
+    annotations, with `rm_overrides[kind]` applied; returns its report (held-out pairwise
+    accuracy before/after, pair counts, seconds)."""
     from mmalign.curate.reward_train import RewardTrainConfig, train_reward
     from mmalign.models.reward import HEAD_FILE
 
     folder = out / f"rm_{kind}"
     cfg = RewardTrainConfig(
-        model=str(repo_path(exp.base)), annotations=[str(world / "annotations" / f"{kind}s.jsonl")],
+        model=str(backbone), annotations=[str(world / "annotations" / f"{kind}s.jsonl")],
         output_dir=str(folder), kind=kind, image_root=str(world),
         eval_fraction=exp.rm_eval_fraction, augment_rate=exp.rm_augment_rate,
         max_steps=exp.rm_steps, per_device_train_batch_size=exp.rm_batch_size,
@@ -209,6 +284,7 @@ def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: 
         lora=exp.rm_lora, lora_r=exp.rm_lora_r, lora_alpha=2 * exp.rm_lora_r,
         freeze_vision_tower=exp.rm_freeze_vision, logging_steps=max(1, min(25, exp.rm_steps // 4)),
         save_steps=max(50, exp.rm_steps // 4), seed=exp.rm_seed)  # an interrupted run resumes
+    cfg = replace(cfg, **exp.rm_overrides.get(kind, {}))
     check_settings(folder / "run.json", asdict(cfg), field_defaults(RewardTrainConfig))
     report = folder / "report.json"
     if report.is_file() and (folder / "final" / HEAD_FILE).is_file():
@@ -550,7 +626,11 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
     """Steps 1-5: the training set of every (variant, seed), and the curation report."""
     from mmalign.io.formats import read_records, write_records
 
-    reports = {kind: train_reward_model(exp, kind, world, out) for kind in RM_KINDS}
+    backbone = train_rm_backbone(exp, world, out)
+    starts = {kind: backbone if kind in exp.rm_backbone_kinds else repo_path(exp.base)
+              for kind in RM_KINDS}
+    reports = {kind: train_reward_model(exp, kind, world, out, starts[kind])
+               for kind in RM_KINDS}
     rms = {kind: Path(r["final"]) for kind, r in reports.items()}
     scored = score(exp, world, out, rms, device)
     selection = select(exp, out)
@@ -603,10 +683,11 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
         "reward_models": {kind: {
             "held_out_pairwise_accuracy": r["eval_pairwise_accuracy"],
             "before_training": r["eval_pairwise_accuracy_before"],
+            "backbone": str(starts[kind]), "readout": r.get("readout", "last"),
             "held_out_pairs": r["pairs"]["eval"]["annotation"],
             "against_truth": against_truth(world, kind, out / f"rm_{kind}", held[kind]),
             **({"backbone_likelihood": backbone_likelihood(
-                world, repo_path(exp.base), out / "rm_answer", held[kind])}
+                world, starts[kind], out / "rm_answer", held[kind])}
                if kind == "answer" else {}),
             "train_pairs": r["pairs"]["train"]["annotation"] + r["pairs"]["train"]["augmented"],
             "steps": r["steps"], "seconds": r["seconds"]} for kind, r in reports.items()},

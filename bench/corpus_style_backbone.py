@@ -26,21 +26,13 @@ from pathlib import Path
 
 def instruction_set(world: Path, reps: int = 2, seed: int = 99) -> list:
     """Defect-free corpus-style records over the world's pretraining images."""
-    import numpy as np
-
-    from mmalign.world.corpus import corpus_records
+    from mmalign.world.corpus import corpus_style_samples
     from mmalign.world.scene import read_scene_file
 
     scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "pretrain"]
     if not scenes:
         raise ValueError(f"{world / 'scenes.jsonl'}: no pretraining scenes")
-    rng, records = np.random.default_rng([0, seed]), []
-    for rep in range(reps):
-        for scene in scenes:
-            for r in corpus_records(scene, scene.image, rng, {}):
-                r.clean.id = f"{r.clean.id}-r{rep}"
-                records.append(r.clean)
-    return records
+    return corpus_style_samples(scenes, reps, seed)
 
 
 def main(argv: list[str] | None = None) -> None:

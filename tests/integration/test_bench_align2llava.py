@@ -54,6 +54,24 @@ def test_bad_values_are_errors():
         a2l.load_experiment(RECIPE, ["rewrite=false", "only=[curated_rewrite]"])
 
 
+def test_rm_backbone_and_override_settings_are_checked():
+    exp = a2l.load_experiment(RECIPE, ["rm_overrides.answer.readout=likelihood",
+                                       "rm_overrides.answer.max_steps=3000",
+                                       "rm_backbone_kinds=[answer]"])
+    assert exp.rm_overrides == {"answer": {"readout": "likelihood", "max_steps": 3000}}
+    with pytest.raises(RecipeError, match=r"rm_overrides: unknown kind.*caption"):
+        a2l.load_experiment(RECIPE, ["rm_overrides.caption.readout=last"])
+    with pytest.raises(RecipeError, match=r"rm_overrides.answer: \['readot'\]"):
+        a2l.load_experiment(RECIPE, ["rm_overrides.answer.readot=last"])
+    # the experiment's own paths are not a reward-model setting to change
+    with pytest.raises(RecipeError, match=r"rm_overrides.question: \['model'\]"):
+        a2l.load_experiment(RECIPE, ["rm_overrides.question.model=x"])
+    with pytest.raises(RecipeError, match=r"rm_backbone_kinds: unknown kind"):
+        a2l.load_experiment(RECIPE, ["rm_backbone_kinds=[answers]"])
+    with pytest.raises(RecipeError, match="rm_backbone_steps"):
+        a2l.load_experiment(RECIPE, ["rm_backbone_steps=-1"])
+
+
 def test_draw_like_matches_category_counts_and_is_seeded():
     from mmalign.records import Sample, Turn
 
@@ -214,3 +232,46 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
     capsys.readouterr()
     assert a2l.main([*args, "lr=5e-4"]) == 2
     assert re.search(r"full-s0 was run with other settings.*learning", capsys.readouterr().err)
+
+
+def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
+        a2l_world, tiny_model, tmp_path):
+    """rm_backbone_steps > 0: `base` is tuned on corpus-style clean records over the
+    pretraining images, the kinds in rm_backbone_kinds start from it, rm_overrides change one
+    kind's settings, and a rerun trains nothing again."""
+    from mmalign.io.formats import read_records
+    from mmalign.world.scene import read_scene_file
+
+    out = tmp_path / "a2l"
+    exp = a2l.load_experiment(RECIPE, [
+        f"world={a2l_world}", f"base={tiny_model}", f"out={out}", "seeds=[0]", "rewrite=false",
+        "rm_steps=2", "rm_batch_size=4", "rm_layout=turns", "device=cpu",
+        "rm_backbone_steps=2", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
+        "rm_backbone_kinds=[answer]", "rm_overrides.answer.readout=likelihood",
+        "rm_overrides.answer.max_steps=5", "rm_overrides.answer.per_device_train_batch_size=16"])
+    _, cur = a2l.build_sets(exp, a2l_world, out, "cpu")
+
+    backbone = out / "rm_backbone" / "final"
+    assert (backbone / "config.json").is_file()
+    split = {s.image: s.split for s in read_scene_file(a2l_world / "scenes.jsonl")}
+    drawn = read_records(out / "rm_backbone.json")
+    assert drawn and {split[r.images[0]] for r in drawn} == {"pretrain"}
+    answer, question = (json.loads((out / f"rm_{k}" / "run.json").read_text())
+                        for k in ("answer", "question"))
+    assert answer["model"] == str(backbone) and question["model"] == str(tiny_model)
+    assert answer["readout"] == "likelihood" and answer["max_steps"] == 5
+    assert question["readout"] == "last" and question["max_steps"] == 2
+    rms = cur["reward_models"]
+    assert rms["answer"]["readout"] == "likelihood" and rms["question"]["readout"] == "last"
+    assert rms["answer"]["backbone"] == str(backbone)
+    assert rms["answer"]["backbone_likelihood"]["model"] == str(backbone)
+    assert 0 <= rms["answer"]["held_out_pairwise_accuracy"] <= 1
+
+    stamp = (backbone / "model.safetensors").stat().st_mtime_ns
+    a2l.build_sets(exp, a2l_world, out, "cpu")
+    assert (backbone / "model.safetensors").stat().st_mtime_ns == stamp
+    # a changed backbone setting in the same out is refused, not mixed in
+    with pytest.raises(RecipeError, match="rm_backbone was run with other settings"):
+        a2l.build_sets(a2l.load_experiment(RECIPE, [
+            f"world={a2l_world}", f"base={tiny_model}", f"out={out}", "rm_backbone_steps=3"]),
+            a2l_world, out, "cpu")

@@ -6,6 +6,8 @@
 - `corpus_records`: the machine-generated-style instruction corpus over LLaVA's three
   categories, each record produced clean first, then (at the configured rates) given one
   defect. Both versions are returned: the clean one makes the clean counterpart corpus.
+- `corpus_style_samples`: that generator's clean side alone, over chosen scenes (the
+  reward models' backbone stage, bench/align2llava.py).
 """
 
 from __future__ import annotations
@@ -152,6 +154,22 @@ def corpus_records(scene: Scene, image: str, rng: np.random.Generator,
             defects=labels,
         ))
     return out
+
+
+def corpus_style_samples(scenes: list[Scene], reps: int, seed: int) -> list[Sample]:
+    """The corpus generator's clean side (defect rates all zero), drawn `reps` times over
+    `scenes`: corpus-style phrasings ("The small ring in the lower right corner is ...")
+    with no defect. Over the pretraining scenes it is the world's stand-in for the
+    instruction data a real reward-model backbone (LLaVA-1.5) was tuned on before it judged
+    anything: no corpus, annotation or benchmark image, and no truth file. Seeded by `seed`
+    alone; ids get "-r<rep>" so the draws keep apart."""
+    rng, samples = np.random.default_rng([0, seed]), []
+    for rep in range(reps):
+        for scene in scenes:
+            for r in corpus_records(scene, scene.image, rng, {}):
+                r.clean.id = f"{r.clean.id}-r{rep}"
+                samples.append(r.clean)
+    return samples
 
 
 def _changed_turn(clean: list[QAItem], bad: list[QAItem]) -> int:

@@ -70,7 +70,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mmalign.config import RecipeError
+from mmalign.config import RecipeError, to_dataclass
 from mmalign.experiments import (
     Column,
     check_settings,
@@ -199,6 +199,11 @@ class Align2LLaVAExperiment:
             if unknown:
                 raise RecipeError(f"rm_overrides.{kind}: {unknown} are not reward-model "
                                   f"settings that can be changed; known: {sorted(settable)}")
+            # typed as the config's own fields (YAML 1.1 reads 3e-3 as a string)
+            typed = to_dataclass(_reward_config(), {**dict.fromkeys(
+                EXPERIMENT_OWNED_RM_FIELDS - {"annotations"}, ""), "annotations": [], **fields},
+                where=f"rm_overrides.{kind}")
+            self.rm_overrides[kind] = {k: getattr(typed, k) for k in fields}
         if self.rewrite_limit is not None and self.rewrite_limit < 1:
             raise RecipeError("rewrite_limit must be >= 1 or null (all)")
         unknown = sorted(set(self.only or ()) - set(VARIANTS))

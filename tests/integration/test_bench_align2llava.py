@@ -57,8 +57,13 @@ def test_bad_values_are_errors():
 def test_rm_backbone_and_override_settings_are_checked():
     exp = a2l.load_experiment(RECIPE, ["rm_overrides.answer.readout=likelihood",
                                        "rm_overrides.answer.max_steps=3000",
+                                       "rm_overrides.answer.learning_rate=3e-3",
                                        "rm_backbone_kinds=[answer]"])
-    assert exp.rm_overrides == {"answer": {"readout": "likelihood", "max_steps": 3000}}
+    # typed as RewardTrainConfig's fields: YAML 1.1 reads 3e-3 as a string
+    assert exp.rm_overrides == {"answer": {"readout": "likelihood", "max_steps": 3000,
+                                           "learning_rate": 0.003}}
+    with pytest.raises(RecipeError, match=r"rm_overrides.answer.max_steps: must be an integer"):
+        a2l.load_experiment(RECIPE, ["rm_overrides.answer.max_steps=many"])
     with pytest.raises(RecipeError, match=r"rm_overrides: unknown kind.*caption"):
         a2l.load_experiment(RECIPE, ["rm_overrides.caption.readout=last"])
     with pytest.raises(RecipeError, match=r"rm_overrides.answer: \['readot'\]"):

@@ -144,6 +144,10 @@ class Align2LLaVAExperiment:
     rm_backbone_batch_size: int = 32
     rm_backbone_lr: float = 1e-3
     rm_backbone_train_vision: bool = False
+    # Share of the backbone's set that is `world.corpus.attribute_samples` (short colour,
+    # count, size, position and colour-shape questions over the same pretraining images): the
+    # tiny base reads no size or position, and a third of the wrong attributes are each.
+    rm_backbone_attribute_share: float = 0.0
 
     # --- scoring the corpus
     score_batch_size: int = 64  # records per step (and resume unit)
@@ -186,6 +190,8 @@ class Align2LLaVAExperiment:
                 raise RecipeError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.steps < 1 or self.rm_steps < 1:
             raise RecipeError("steps and rm_steps must be >= 1")
+        if not 0.0 <= self.rm_backbone_attribute_share < 1.0:
+            raise RecipeError("rm_backbone_attribute_share must be in [0, 1)")
         if self.rm_backbone_steps < 0:
             raise RecipeError("rm_backbone_steps must be >= 0 (0: the RMs start from base)")
         for name, kinds in (("rm_backbone_kinds", self.rm_backbone_kinds),
@@ -254,7 +260,9 @@ def train_rm_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path) -> Pat
                        learning_rate=exp.rm_backbone_lr,
                        freeze_vision_tower=not exp.rm_backbone_train_vision)
     check_settings(folder / "run.json", {"reps": exp.rm_backbone_reps,
-                                         "set_seed": exp.rm_backbone_seed, **asdict(cfg)})
+                                         "set_seed": exp.rm_backbone_seed,
+                                         "attribute_share": exp.rm_backbone_attribute_share,
+                                         **asdict(cfg)}, {"attribute_share": 0.0})
     final = folder / "final"
     if (final / "train_log.json").is_file():
         log.info("RM backbone: done already (%s)", final)
@@ -265,9 +273,27 @@ def train_rm_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path) -> Pat
             raise RecipeError(f"{world / 'scenes.jsonl'}: no pretraining scenes for the RM "
                               "backbone's set")
         samples = corpus_style_samples(scenes, exp.rm_backbone_reps, exp.rm_backbone_seed)
-        write_records(data, samples, "llava")
-        log.info("RM backbone: %d corpus-style records -> %s", len(samples), data)
+        extra = attribute_draw(scenes, exp.rm_backbone_attribute_share, len(samples),
+                               exp.rm_backbone_seed)
+        write_records(data, samples + extra, "llava")
+        log.info("RM backbone: %d corpus-style and %d attribute records -> %s",
+                 len(samples), len(extra), data)
     return Path(train_sft(cfg))
+
+
+def attribute_draw(scenes: list, share: float, beside: int, seed: int) -> list:
+    """`world.corpus.attribute_samples` over `scenes`, as many drawn at random (seeded) as
+    make them `share` of a set with `beside` other records; all of them if there are fewer."""
+    import numpy as np
+
+    from mmalign.world.corpus import attribute_samples
+
+    if share == 0.0:
+        return []
+    rng = np.random.default_rng([1, seed])
+    pool = [s for scene in scenes for s in attribute_samples(scene, scene.image, rng)]
+    wanted = min(len(pool), round(beside * share / (1.0 - share)))
+    return [pool[int(i)] for i in sorted(rng.permutation(len(pool))[:wanted])]
 
 
 def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: Path,

@@ -75,6 +75,23 @@ def test_rm_backbone_and_override_settings_are_checked():
         a2l.load_experiment(RECIPE, ["rm_backbone_kinds=[answers]"])
     with pytest.raises(RecipeError, match="rm_backbone_steps"):
         a2l.load_experiment(RECIPE, ["rm_backbone_steps=-1"])
+    with pytest.raises(RecipeError, match="rm_backbone_attribute_share"):
+        a2l.load_experiment(RECIPE, ["rm_backbone_attribute_share=1"])
+
+
+def test_attribute_draw_is_its_share_of_the_set_seeded_and_short_answer_style(a2l_world):
+    from mmalign.world.scene import read_scene_file
+
+    scenes = [s for s in read_scene_file(a2l_world / "scenes.jsonl") if s.split == "pretrain"]
+    assert a2l.attribute_draw(scenes, 0.0, 30, 0) == []
+    drawn = a2l.attribute_draw(scenes, 0.25, 30, 0)  # a quarter of 40: 10 beside 30
+    assert len(drawn) == 10 and len({s.id for s in drawn}) == 10
+    assert {s.source for s in drawn} == {"world/attributes"}
+    assert [s.id for s in a2l.attribute_draw(scenes, 0.25, 30, 0)] == [s.id for s in drawn]
+    assert [s.id for s in a2l.attribute_draw(scenes, 0.25, 30, 1)] != [s.id for s in drawn]
+    everything = a2l.attribute_draw(scenes, 0.9, 10**6, 0)  # fewer than asked: all, once
+    assert len(everything) > len(drawn) and len({s.id for s in everything}) == len(everything)
+    assert {s.id for s in drawn} < {s.id for s in everything}
 
 
 def test_draw_like_matches_category_counts_and_is_seeded():
@@ -252,6 +269,7 @@ def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
         f"world={a2l_world}", f"base={tiny_model}", f"out={out}", "seeds=[0]", "rewrite=false",
         "rm_steps=2", "rm_batch_size=4", "rm_layout=turns", "device=cpu",
         "rm_backbone_steps=2", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
+        "rm_backbone_attribute_share=0.2",
         "rm_backbone_kinds=[answer]", "rm_overrides.answer.readout=likelihood",
         "rm_overrides.answer.max_steps=5", "rm_overrides.answer.per_device_train_batch_size=16"])
     _, cur = a2l.build_sets(exp, a2l_world, out, "cpu")
@@ -261,6 +279,9 @@ def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
     split = {s.image: s.split for s in read_scene_file(a2l_world / "scenes.jsonl")}
     drawn = read_records(out / "rm_backbone.json")
     assert drawn and {split[r.images[0]] for r in drawn} == {"pretrain"}
+    sources = [r.source for r in drawn]  # a fifth of the set is attribute records
+    assert round(len(drawn) * 0.2) == sources.count("world/attributes") > 0
+    assert set(sources) == {"world/machine", "world/attributes"}
     answer, question = (json.loads((out / f"rm_{k}" / "run.json").read_text())
                         for k in ("answer", "question"))
     assert answer["model"] == str(backbone) and question["model"] == str(tiny_model)

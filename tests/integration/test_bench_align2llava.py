@@ -25,6 +25,14 @@ def test_shipped_recipe_loads():
     exp = a2l.load_experiment(RECIPE)
     assert (exp.alpha, exp.beta) == (0.3, 0.3) and exp.seeds == [0, 1, 2]
     assert exp.benches == ["pope", "vqa", "mc", "chair"] and exp.eval_limit == 100
+    # the RMs start from the tuned backbone; the answer RM reads its log-probs
+    assert exp.rm_backbone_steps > 0 and exp.rm_backbone_kinds == ["question", "answer"]
+    assert exp.rm_layout == "turns" and exp.rm_overrides["answer"]["readout"] == "likelihood"
+    # session 9's recipe, as the docs' commands for the tables before session 17 give it
+    old = a2l.load_experiment(RECIPE, ["rm_backbone_steps=0", "rm_steps=300", "rm_layout=user",
+                                       "rm_overrides={}"])
+    assert (old.rm_backbone_steps, old.rm_steps, old.rm_layout, old.rm_overrides) == (
+        0, 300, "user", {})
     assert exp.variants() == ["full", "curated", "random", "matched", "curated_rewrite",
                               "oracle"]
     assert a2l.load_experiment(RECIPE, ["rewrite=false"]).variants() == [
@@ -60,8 +68,9 @@ def test_rm_backbone_and_override_settings_are_checked():
                                        "rm_overrides.answer.learning_rate=3e-3",
                                        "rm_backbone_kinds=[answer]"])
     # typed as RewardTrainConfig's fields: YAML 1.1 reads 3e-3 as a string
-    assert exp.rm_overrides == {"answer": {"readout": "likelihood", "max_steps": 3000,
-                                           "learning_rate": 0.003}}
+    answer = exp.rm_overrides["answer"]
+    assert (answer["readout"], answer["max_steps"], answer["learning_rate"]) == (
+        "likelihood", 3000, 0.003)
     with pytest.raises(RecipeError, match=r"rm_overrides.answer.max_steps: must be an integer"):
         a2l.load_experiment(RECIPE, ["rm_overrides.answer.max_steps=many"])
     with pytest.raises(RecipeError, match=r"rm_overrides: unknown kind.*caption"):
@@ -168,7 +177,9 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
     args = [str(RECIPE), f"world={tiny_world}", f"base={tiny_model}", f"out={out}",
             "seeds=[0]", "rm_steps=2", "rm_batch_size=4", "steps=2", "batch_size=4",
             "rewrite_limit=2", "rewrite_max_new_tokens=8", "eval_limit=2",
-            "eval_batch_size=8", "device=cpu", "sft_mix=[clean.json:16]"]
+            "eval_batch_size=8", "device=cpu", "sft_mix=[clean.json:16]",
+            "rm_backbone_steps=1", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
+            "rm_overrides.answer.max_steps=5"]
     assert a2l.main(args) == 0
 
     runs = json.loads((out / "align2llava.json").read_text())["runs"]

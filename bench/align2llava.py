@@ -249,7 +249,7 @@ def train_rm_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path) -> Pat
     from mmalign.io.formats import write_records
     from mmalign.train.sft import SFTRunConfig, train_sft
     from mmalign.world.corpus import corpus_style_samples
-    from mmalign.world.scene import read_scene_file
+    from mmalign.world.scene import pretraining_scenes
 
     if exp.rm_backbone_steps == 0:
         return repo_path(exp.base)
@@ -268,10 +268,10 @@ def train_rm_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path) -> Pat
         log.info("RM backbone: done already (%s)", final)
         return final
     if not data.is_file():
-        scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "pretrain"]
-        if not scenes:
-            raise RecipeError(f"{world / 'scenes.jsonl'}: no pretraining scenes for the RM "
-                              "backbone's set")
+        try:
+            scenes = pretraining_scenes(world, "the RM backbone's set")
+        except ValueError as e:  # a recipe's world without them: exit 2 with the message
+            raise RecipeError(str(e)) from None
         samples = corpus_style_samples(scenes, exp.rm_backbone_reps, exp.rm_backbone_seed)
         extra = attribute_draw(scenes, exp.rm_backbone_attribute_share, len(samples),
                                exp.rm_backbone_seed)

@@ -27,12 +27,9 @@ from pathlib import Path
 def instruction_set(world: Path, reps: int = 2, seed: int = 99) -> list:
     """Defect-free corpus-style records over the world's pretraining images."""
     from mmalign.world.corpus import corpus_style_samples
-    from mmalign.world.scene import read_scene_file
+    from mmalign.world.scene import pretraining_scenes
 
-    scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "pretrain"]
-    if not scenes:
-        raise ValueError(f"{world / 'scenes.jsonl'}: no pretraining scenes")
-    return corpus_style_samples(scenes, reps, seed)
+    return corpus_style_samples(pretraining_scenes(world, "the corpus-style set"), reps, seed)
 
 
 def main(argv: list[str] | None = None) -> None:

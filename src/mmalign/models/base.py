@@ -143,13 +143,11 @@ def scene_records(world: Path, seed: int, name: str):
     import numpy as np
 
     from mmalign.world.corpus import attribute_samples, grounding_samples
-    from mmalign.world.scene import read_scene_file
+    from mmalign.world.scene import pretraining_scenes
 
     make, stream = {"grounding": (grounding_samples, 11),
                     "attributes": (attribute_samples, 12)}[name]
-    scenes = [s for s in read_scene_file(world / "scenes.jsonl") if s.split == "pretrain"]
-    if not scenes:
-        raise ValueError(f"{world / 'scenes.jsonl'}: no pretraining scenes for the {name} set")
+    scenes = pretraining_scenes(world, f"the {name} set")
     rng = np.random.default_rng([seed, stream])
     for scene in scenes:
         yield from make(scene, scene.image, rng)

@@ -10,6 +10,7 @@ import json
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -175,6 +176,16 @@ def read_scene_file(path: str | os.PathLike) -> list[Scene]:
     """Every scene graph of a `scenes.jsonl` (as `mmalign world make` writes it), in order."""
     with open(path, encoding="utf-8") as f:
         return [Scene.from_dict(json.loads(line)) for line in f if line.strip()]
+
+
+def pretraining_scenes(world: str | os.PathLike, purpose: str) -> list[Scene]:
+    """The world's pretraining scenes (the only images the base and the sets built on top of
+    it may train on); a ValueError naming the file and `purpose` when there are none."""
+    path = Path(world) / "scenes.jsonl"
+    scenes = [s for s in read_scene_file(path) if s.split == "pretrain"]
+    if not scenes:
+        raise ValueError(f"{path}: no pretraining scenes for {purpose}")
+    return scenes
 
 
 def scenes_by_image(scenes: list[Scene]) -> dict[str, Scene]:

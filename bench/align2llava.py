@@ -4,8 +4,11 @@ machine-generated corpus train a model at least as good as the whole corpus?
     .venv/bin/python bench/align2llava.py recipes/align2llava.yaml [key=value ...]
 
 Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
- 1. Reward models. The question RM and the answer RM are trained from `base` on the world's
-    oracle annotations (annotations/questions.jsonl, annotations/answers.jsonl) with the
+ 0. The reward models' backbone (`rm_backbone_*`): `base` tuned on the attribute set
+    (rm_backbone_attribute_steps), then on corpus-style clean records over the pretraining
+    images (rm_backbone_steps); either phase may be 0 steps.
+ 1. Reward models. The question RM and the answer RM are trained from the backbone on the
+    world's oracle annotations (annotations/questions.jsonl, annotations/answers.jsonl) with the
     pairwise loss (`curate.reward_train.train_reward`); each one's held-out pairwise accuracy
     (on real annotation pairs of held-out images) is recorded. Target: >= 0.80.
  2. Scoring. Every record of corpus.json gets both RMs' scores (`curate.score.score_corpus`).
@@ -148,6 +151,13 @@ class Align2LLaVAExperiment:
     # count, size, position and colour-shape questions over the same pretraining images): the
     # tiny base reads no size or position, and a third of the wrong attributes are each.
     rm_backbone_attribute_share: float = 0.0
+    # Steps of an attribute phase before the corpus-style one: `base` is first tuned on the
+    # base's own attribute set (`models.base.scene_records(world, rm_backbone_seed,
+    # "attributes")`: colour, count, size, position and colour-shape questions over the
+    # pretraining images, the opt-in stage 4 of `models.base`), then on the corpus style from
+    # there. Session 16's best answer RM started from such a model (b13 sizepos2); a share
+    # mixed into one phase (run a2m) did not teach the attributes. Same batch, lr and tower.
+    rm_backbone_attribute_steps: int = 0
 
     # --- scoring the corpus
     score_batch_size: int = 64  # records per step (and resume unit)
@@ -192,8 +202,10 @@ class Align2LLaVAExperiment:
             raise RecipeError("steps and rm_steps must be >= 1")
         if not 0.0 <= self.rm_backbone_attribute_share < 1.0:
             raise RecipeError("rm_backbone_attribute_share must be in [0, 1)")
-        if self.rm_backbone_steps < 0:
-            raise RecipeError("rm_backbone_steps must be >= 0 (0: the RMs start from base)")
+        for name in ("rm_backbone_steps", "rm_backbone_attribute_steps"):
+            if getattr(self, name) < 0:
+                raise RecipeError(f"{name} must be >= 0 (0: no such phase; with both 0 the "
+                                  "RMs start from base)")
         for name, kinds in (("rm_backbone_kinds", self.rm_backbone_kinds),
                             ("rm_overrides", list(self.rm_overrides))):
             unknown = sorted(set(kinds) - set(RM_KINDS))
@@ -243,41 +255,62 @@ def _reward_config() -> type:
 
 
 def train_rm_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path) -> Path:
-    """OUT/rm_backbone/final: `base` fine-tuned on corpus-style, defect-free records over the
-    pretraining images (its set in OUT/rm_backbone.json); `base` itself when
-    rm_backbone_steps is 0. Resumes from its checkpoints; reused once finished."""
+    """The reward models' backbone: `base` tuned first for rm_backbone_attribute_steps on the
+    base's attribute set (OUT/rm_backbone_attributes/, its set in
+    OUT/rm_backbone_attributes.json), then for rm_backbone_steps on corpus-style, defect-free
+    records (OUT/rm_backbone/, its set in OUT/rm_backbone.json); a phase of 0 steps is
+    skipped, and with both 0 it is `base` itself. Each phase resumes from its checkpoints
+    and is reused once finished."""
+    from mmalign.models.base import scene_records
+    from mmalign.world.corpus import corpus_style_samples
+
+    def corpus_style(scenes: list) -> list:
+        samples = corpus_style_samples(scenes, exp.rm_backbone_reps, exp.rm_backbone_seed)
+        return samples + attribute_draw(scenes, exp.rm_backbone_attribute_share,
+                                        len(samples), exp.rm_backbone_seed)
+
+    model = repo_path(exp.base)
+    if exp.rm_backbone_attribute_steps > 0:
+        model = _backbone_phase(
+            exp, world, model, out / "rm_backbone_attributes", exp.rm_backbone_attribute_steps,
+            lambda scenes: list(scene_records(world, exp.rm_backbone_seed, "attributes")),
+            {"set_seed": exp.rm_backbone_seed})
+    if exp.rm_backbone_steps > 0:
+        model = _backbone_phase(
+            exp, world, model, out / "rm_backbone", exp.rm_backbone_steps, corpus_style,
+            {"reps": exp.rm_backbone_reps, "set_seed": exp.rm_backbone_seed,
+             "attribute_share": exp.rm_backbone_attribute_share})
+    return model
+
+
+def _backbone_phase(exp: Align2LLaVAExperiment, world: Path, start: Path, folder: Path,
+                    steps: int, make_set: Any, settings: dict[str, Any]) -> Path:
+    """FOLDER/final: `start` fine-tuned `steps` steps on `make_set(pretraining scenes)`,
+    written once to FOLDER.json; refused if FOLDER was run with other settings."""
     from mmalign.io.formats import write_records
     from mmalign.train.sft import SFTRunConfig, train_sft
-    from mmalign.world.corpus import corpus_style_samples
     from mmalign.world.scene import pretraining_scenes
 
-    if exp.rm_backbone_steps == 0:
-        return repo_path(exp.base)
-    folder, data = out / "rm_backbone", out / "rm_backbone.json"
-    cfg = SFTRunConfig(model=str(repo_path(exp.base)), data=[str(data)], output_dir=str(folder),
-                       image_root=str(world), max_steps=exp.rm_backbone_steps,
+    data = folder.with_suffix(".json")
+    cfg = SFTRunConfig(model=str(start), data=[str(data)], output_dir=str(folder),
+                       image_root=str(world), max_steps=steps,
                        per_device_train_batch_size=exp.rm_backbone_batch_size,
                        learning_rate=exp.rm_backbone_lr,
                        freeze_vision_tower=not exp.rm_backbone_train_vision)
-    check_settings(folder / "run.json", {"reps": exp.rm_backbone_reps,
-                                         "set_seed": exp.rm_backbone_seed,
-                                         "attribute_share": exp.rm_backbone_attribute_share,
-                                         **asdict(cfg)}, {"attribute_share": 0.0})
+    # attribute_share: folders made before the field existed ran without a share
+    check_settings(folder / "run.json", {**settings, **asdict(cfg)}, {"attribute_share": 0.0})
     final = folder / "final"
     if (final / "train_log.json").is_file():
-        log.info("RM backbone: done already (%s)", final)
+        log.info("%s: done already (%s)", folder.name, final)
         return final
     if not data.is_file():
         try:
-            scenes = pretraining_scenes(world, "the RM backbone's set")
+            scenes = pretraining_scenes(world, f"the set of {folder.name}")
         except ValueError as e:  # a recipe's world without them: exit 2 with the message
             raise RecipeError(str(e)) from None
-        samples = corpus_style_samples(scenes, exp.rm_backbone_reps, exp.rm_backbone_seed)
-        extra = attribute_draw(scenes, exp.rm_backbone_attribute_share, len(samples),
-                               exp.rm_backbone_seed)
-        write_records(data, samples + extra, "llava")
-        log.info("RM backbone: %d corpus-style and %d attribute records -> %s",
-                 len(samples), len(extra), data)
+        samples = make_set(scenes)
+        write_records(data, samples, "llava")
+        log.info("%s: %d records -> %s", folder.name, len(samples), data)
     return Path(train_sft(cfg))
 
 

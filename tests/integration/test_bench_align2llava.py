@@ -312,3 +312,36 @@ def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
         a2l.build_sets(a2l.load_experiment(RECIPE, [
             f"world={a2l_world}", f"base={tiny_model}", f"out={out}", "rm_backbone_steps=3"]),
             a2l_world, out, "cpu")
+
+
+def test_rm_backbone_attribute_phase_comes_first(a2l_world, tiny_model, tmp_path):
+    """rm_backbone_attribute_steps > 0: `base` is tuned on the base's attribute set over the
+    pretraining images, the corpus-style phase starts from that model, and a phase of 0
+    steps is skipped (the backbone is then the attribute phase's model)."""
+    from mmalign.io.formats import read_records
+    from mmalign.world.scene import read_scene_file
+
+    small = ["rm_backbone_batch_size=4", "rm_backbone_reps=1", "device=cpu",
+             "rm_backbone_attribute_steps=2"]
+    out = tmp_path / "both"
+    exp = a2l.load_experiment(RECIPE, [f"world={a2l_world}", f"base={tiny_model}",
+                                       f"out={out}", "rm_backbone_steps=1", *small])
+    backbone = a2l.train_rm_backbone(exp, a2l_world, out)
+    first = out / "rm_backbone_attributes" / "final"
+    assert backbone == out / "rm_backbone" / "final" and (first / "config.json").is_file()
+    assert json.loads((out / "rm_backbone" / "run.json").read_text())["model"] == str(first)
+    assert json.loads((out / "rm_backbone_attributes" / "run.json").read_text())[
+        "model"] == str(tiny_model)
+    split = {s.image: s.split for s in read_scene_file(a2l_world / "scenes.jsonl")}
+    drawn = read_records(out / "rm_backbone_attributes.json")
+    assert drawn and {r.source for r in drawn} == {"world/attributes"}
+    assert {split[r.images[0]] for r in drawn} == {"pretrain"}
+    assert {r.source for r in read_records(out / "rm_backbone.json")} == {"world/machine"}
+
+    only = tmp_path / "attributes-only"
+    exp = a2l.load_experiment(RECIPE, [f"world={a2l_world}", f"base={tiny_model}",
+                                       f"out={only}", "rm_backbone_steps=0", *small])
+    assert a2l.train_rm_backbone(exp, a2l_world, only) == only / "rm_backbone_attributes" / "final"
+    assert not (only / "rm_backbone").exists()
+    with pytest.raises(RecipeError, match="rm_backbone_attribute_steps must be >= 0"):
+        a2l.load_experiment(RECIPE, ["rm_backbone_attribute_steps=-1"])

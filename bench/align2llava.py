@@ -275,7 +275,8 @@ def train_rm_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path) -> Pat
     if exp.rm_backbone_attribute_steps > 0:
         model = _backbone_phase(
             exp, world, model, out / "rm_backbone_attributes", exp.rm_backbone_attribute_steps,
-            lambda scenes: list(scene_records(world, exp.rm_backbone_seed, "attributes")),
+            lambda scenes: list(scene_records(world, exp.rm_backbone_seed, "attributes",
+                                              scenes)),
             {"set_seed": exp.rm_backbone_seed})
     if exp.rm_backbone_steps > 0:
         model = _backbone_phase(
@@ -321,12 +322,12 @@ def attribute_draw(scenes: list, share: float, beside: int, seed: int) -> list:
     make them `share` of a set with `beside` other records; all of them if there are fewer."""
     import numpy as np
 
-    from mmalign.world.corpus import attribute_samples
+    from mmalign.models.base import scene_samples
 
     if share == 0.0:
         return []
-    rng = np.random.default_rng([1, seed])
-    pool = [s for scene in scenes for s in attribute_samples(scene, scene.image, rng)]
+    rng = np.random.default_rng([1, seed])  # not scene_records' stream: run a2m's draw
+    pool = list(scene_samples(scenes, "attributes", rng))
     wanted = min(len(pool), round(beside * share / (1.0 - share)))
     return [pool[int(i)] for i in sorted(rng.permutation(len(pool))[:wanted])]
 

@@ -138,17 +138,27 @@ def build_base(world: str | Path, out: str | Path, cfg: BaseConfig | None = None
     return final
 
 
-def scene_records(world: Path, seed: int, name: str):
-    """The grounding or attribute set over the world's pretraining images (the clean set's)."""
+# the rng stream of each set in scene_records, so each set's draw is independent of the others'
+SCENE_SET_STREAMS = {"grounding": 11, "attributes": 12}
+
+
+def scene_records(world: Path, seed: int, name: str, scenes: list | None = None):
+    """The grounding or attribute set over the world's pretraining images (the clean set's);
+    `scenes`: those pretraining scenes when the caller has read them already."""
     import numpy as np
 
-    from mmalign.world.corpus import attribute_samples, grounding_samples
     from mmalign.world.scene import pretraining_scenes
 
-    make, stream = {"grounding": (grounding_samples, 11),
-                    "attributes": (attribute_samples, 12)}[name]
-    scenes = pretraining_scenes(world, f"the {name} set")
-    rng = np.random.default_rng([seed, stream])
+    if scenes is None:
+        scenes = pretraining_scenes(world, f"the {name} set")
+    yield from scene_samples(scenes, name, np.random.default_rng([seed, SCENE_SET_STREAMS[name]]))
+
+
+def scene_samples(scenes: list, name: str, rng):
+    """The grounding or attribute records of each of `scenes`, in order, drawn with `rng`."""
+    from mmalign.world.corpus import attribute_samples, grounding_samples
+
+    make = {"grounding": grounding_samples, "attributes": attribute_samples}[name]
     for scene in scenes:
         yield from make(scene, scene.image, rng)
 

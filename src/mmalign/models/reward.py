@@ -25,7 +25,8 @@ pairwise loss ignores.
 Three readouts:
 - `last` (the paper's): the linear head below.
 - `implicit`: no head; the score is beta * (log pi(y|x) - log pi_ref(y|x)) summed over the
-  scored text's tokens (the assistant turn of the `turns` layout), pi the trained backbone and
+  scored text's tokens and its end of turn (the assistant turn of the `turns` layout, as SFT
+  trains it: not what the template adds after it), pi the trained backbone and
   pi_ref a frozen copy of it as it started (with LoRA: the backbone with its adapters off).
   The pairwise loss on this score is the DPO loss (Rafailov et al., 2023, "your language
   model is secretly a reward model"). It reads the answer through the LM head, where a tiny
@@ -139,6 +140,11 @@ class VLMRewardModel(nn.Module):
         self.info = dict(info or {})  # saved with the head: kind (question/answer), training
         self.max_length: int | None = None
         self.layout = "user"  # or "turns" (see the module docstring)
+        # Which tokens the implicit and likelihood readouts score (`_scored_tokens`): "turn",
+        # the scored text and its end-of-turn token; "to_end", everything after the prompt,
+        # the template's trailing newline included, as reward models saved before session 20
+        # were trained (their config has no `scored_span`, and they keep scoring that way).
+        self.scored_span = "turn"
         # The PEFT wrapper while LoRA is on; kept out of the module tree so parameters are
         # not registered twice (LoRA layers live inside `backbone` itself).
         object.__setattr__(self, "_peft", None)
@@ -215,6 +221,7 @@ class VLMRewardModel(nn.Module):
                  head_hidden=cfg.get("head_hidden", 32))
         rm.max_length = cfg.get("max_length")
         rm.layout = check_layout(cfg.get("layout", "user"), path / CONFIG_FILE)
+        rm.scored_span = check_span(cfg.get("scored_span", "to_end"), path / CONFIG_FILE)
         if readout != "implicit":
             rm.head.load_state_dict(load_file(path / HEAD_FILE))
         return rm.to(backbone.device).eval()
@@ -246,6 +253,7 @@ class VLMRewardModel(nn.Module):
             "format_version": FORMAT_VERSION, "num_outputs": self.num_outputs,
             "hidden_size": self.hidden_size, "base_model": self.base_model,
             "max_length": self.max_length, "layout": self.layout, "readout": self.readout,
+            "scored_span": self.scored_span,
             "beta": self.beta, "head_hidden": self.head_hidden, "info": self.info},
             indent=2) + "\n")
         return path
@@ -357,7 +365,7 @@ class VLMRewardModel(nn.Module):
 
     def encode(self, items: Sequence[RewardInput]) -> dict[str, torch.Tensor]:
         return encode_inputs(self.processor, items, self.max_length, self.layout,
-                             score_mask=self.readout != "last")
+                             score_mask=self.readout != "last", span=self.scored_span)
 
     @torch.no_grad()
     def score(self, items: Sequence[RewardInput], batch_size: int = 16) -> list[float]:
@@ -436,17 +444,32 @@ def check_layout(layout: str, where: Any = "layout") -> str:
     return layout
 
 
+SCORED_SPANS = ("turn", "to_end")
+
+
+def check_span(span: str, where: Any = "scored_span") -> str:
+    if span not in SCORED_SPANS:
+        raise ValueError(f"{where}: scored span {span!r}, expected one of {SCORED_SPANS}")
+    return span
+
+
+def turns_split(text: str) -> tuple[str, str]:
+    """(user text, scored text) of a reward input in the `turns` layout: the question (if
+    any) asks, the scored text answers."""
+    from mmalign.curate.annotations import split_answer_text
+
+    return split_answer_text(text) or ("", text)
+
+
 def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user",
                   prompt_only: bool = False) -> str:
     """The chat-templated text of one reward input (layouts: the module docstring). With
     `prompt_only` (`turns` layout), the user turn and the generation prompt: what precedes the
     scored text."""
-    from mmalign.curate.annotations import split_answer_text
-
     check_layout(layout)
     prompt, scored = text, None  # "user": all of it in the user turn
-    if layout == "turns":  # the question (if any) asks, the scored text answers
-        prompt, scored = split_answer_text(text) or ("", text)
+    if layout == "turns":
+        prompt, scored = turns_split(text)
     content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
     if prompt or scored is None:
         content.append({"type": "text", "text": ("\n" if n_images else "") + prompt})
@@ -463,12 +486,12 @@ def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user"
 
 def encode_inputs(processor: Any, items: Sequence[RewardInput],
                   max_length: int | None = None, layout: str = "user",
-                  score_mask: bool = False) -> dict[str, torch.Tensor]:
+                  score_mask: bool = False, span: str = "turn") -> dict[str, torch.Tensor]:
     """Tokenise a batch (right padding). All items must have the same number of images (the
     scorer groups them). With `max_length`, text past it is cut; cutting into image tokens
     is refused with a message, since it breaks every VLM forward. With `score_mask`
-    (`turns` layout), also a (B, T) mask that is 1 on the scored text's tokens: the tokens
-    after the longest prefix shared with the prompt alone."""
+    (`turns` layout), also a (B, T) mask that is 1 on the scored tokens of `span`
+    (`_scored_tokens`)."""
     from mmalign.io.images import load_image
 
     counts = {len(it.images) for it in items}
@@ -483,7 +506,8 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
     enc = processor(images=images, text=texts, padding=True, padding_side="right",
                     return_tensors="pt")
     if score_mask:
-        enc["score_mask"] = _scored_tokens(processor, items, n_images, layout, images, enc)
+        enc["score_mask"] = _scored_tokens(processor, items, n_images, layout, images, enc,
+                                           check_span(span))
     if max_length is not None and enc["input_ids"].shape[1] > max_length:
         image_id = _image_token_id(processor)
         if image_id is not None:
@@ -501,25 +525,44 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
 
 
 def _scored_tokens(processor: Any, items: Sequence[RewardInput], n_images: int, layout: str,
-                   images: Any, enc: Any) -> torch.Tensor:
-    """1 on the tokens of each row past its prompt (the scored text and the template's end
-    of turn), found as the first position where the full and the prompt-only encodings
-    part ways, so a template that tokenises the seam differently is still cut right."""
-    prompts = [reward_prompt(processor, n_images, it.text, layout, prompt_only=True)
-               for it in items]
-    pre = processor(images=images, text=prompts, padding=True, padding_side="right",
-                    return_tensors="pt")
+                   images: Any, enc: Any, span: str = "turn") -> torch.Tensor:
+    """1 on each row's scored text and the one token after it (the end of turn: `</s>`,
+    `<|im_end|>`), the span chat SFT trains on. What a template adds after that (the tiny
+    template's newline) was never a training target: its log-prob is noise of several nats
+    that used to be every text's minimum (docs/LOG.md, session 20).
+
+    The span starts where the full and the prompt-only encodings part ways and ends one
+    token past where the full encoding and the encoding of the text up to the scored text's
+    end part ways, so a template that tokenises either seam differently is still cut
+    right. A template that does not keep the scored text verbatim is scored to its end, as
+    is every row with span "to_end" (reward models saved before this rule)."""
+    prompts, cuts = [], []
+    for it in items:
+        prompts.append(reward_prompt(processor, n_images, it.text, layout, prompt_only=True))
+        full = reward_prompt(processor, n_images, it.text, layout)
+        scored = turns_split(it.text)[1]
+        end = full.rfind(scored) + len(scored) if scored in full else len(full)
+        cuts.append(full[:end])
+    pre = processor(images=None if images is None else images + images, text=prompts + cuts,
+                    padding=True, padding_side="right", return_tensors="pt")
+    n = len(items)
     mask = torch.zeros_like(enc["input_ids"])
-    for i in range(len(items)):
+    for i in range(n):
         full = enc["input_ids"][i][enc["attention_mask"][i].bool()]
-        prompt = pre["input_ids"][i][pre["attention_mask"][i].bool()]
-        n = min(len(full), len(prompt))
-        differ = (full[:n] != prompt[:n]).nonzero()
-        start = int(differ[0]) if len(differ) else n
-        if start >= len(full):
+        start = _shared_prefix(full, pre["input_ids"][i][pre["attention_mask"][i].bool()])
+        stop = _shared_prefix(full, pre["input_ids"][n + i][pre["attention_mask"][n + i].bool()])
+        stop = min(stop + 1, len(full)) if span == "turn" else len(full)
+        if start >= stop:
             raise ValueError(f"input {i}: no scored token after the prompt ({items[i].text!r})")
-        mask[i, start:len(full)] = 1
+        mask[i, start:stop] = 1
     return mask
+
+
+def _shared_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Number of leading token ids two encodings share."""
+    n = min(len(a), len(b))
+    differ = (a[:n] != b[:n]).nonzero()
+    return int(differ[0]) if len(differ) else n
 
 
 def _image_token_id(processor: Any) -> int | None:

@@ -39,8 +39,9 @@ def _implicit(model, **kw):
 
 
 def _answer_token_logps(model, processor, image) -> torch.Tensor:
-    """Log-probs of ANSWER's answer tokens (and the end of turn) computed apart from the
-    reward model's code: the template by hand, the model's full logits."""
+    """Log-probs of ANSWER's answer tokens and the end of turn (`</s>`, not the template's
+    newline after it) computed apart from the reward model's code: the template by hand,
+    the model's full logits."""
     answer = ANSWER.split("Answer: ")[1]
     msgs = [{"role": "user", "content": [{"type": "image"},
                                          {"type": "text", "text": "\nWhere is the star?"}]}]
@@ -50,12 +51,15 @@ def _answer_token_logps(model, processor, image) -> torch.Tensor:
         tokenize=False)
     assert full.startswith(prompt)
     pix = [[load_image(image)]]
+    assert full.endswith(answer + "</s>\n")
     n_prompt = processor(text=[prompt], images=pix, return_tensors="pt")["input_ids"].shape[1]
+    n_turn = processor(text=[full.removesuffix("\n")], images=pix,
+                       return_tensors="pt")["input_ids"].shape[1]
     enc = processor(text=[full], images=pix, return_tensors="pt")
     with torch.no_grad():
         logp = torch.log_softmax(model(**enc).logits[0, :-1].float(), -1)
     target = enc["input_ids"][0, 1:]
-    return logp.gather(-1, target[:, None])[n_prompt - 1:, 0]
+    return logp.gather(-1, target[:, None])[n_prompt - 1:n_turn - 1, 0]
 
 
 def _perturb(module, seed=0, std=0.02):
@@ -79,9 +83,10 @@ def test_the_score_mask_covers_exactly_the_scored_text(tiny_model, tiny_world,
     for i, scored in enumerate(("Two.", ANSWER.split("Answer: ")[1], QUESTIONS)):
         ids = enc["input_ids"][i][enc["score_mask"][i].bool()]
         text = tok.decode(ids)
-        # the scored text and the template's end of turn, nothing of the prompt before it
-        assert text.strip().startswith(scored.split("\n")[0]), text
-        assert text.replace("\n", "").count(scored.replace("\n", "")) == 1, text
+        # the scored text and the end-of-turn token, nothing of the prompt before it and
+        # nothing the template adds after the turn (the newline SFT never trains on)
+        end = "</s>" if arch == "llava" else "<end_of_utterance>"
+        assert text.strip() == scored + end, text
         first = int(enc["score_mask"][i].nonzero()[0])
         assert "Question" not in tok.decode(enc["input_ids"][i][first:])
     with pytest.raises(ValueError, match="only the `turns` layout"):
@@ -213,6 +218,22 @@ def test_likelihood_training_fits_the_head_and_leaves_the_backbone(tiny_model, t
     scores = [json.loads(x) for x in (tmp_path / "rm" / "eval_scores.jsonl").open()]
     again = rm.score([RewardInput([tiny_world / p["image"]], p["worse"]) for p in pairs[:3]])
     assert again == pytest.approx([s["worse_score"] for s in scores[:3]], abs=1e-4)
+    # saved RMs score the turn (text and end of turn); one saved before that rule (no
+    # `scored_span` in its config) keeps scoring to the end, as it was trained
+    config_file = final / "reward_config.json"
+    config = json.loads(config_file.read_text())
+    assert config["scored_span"] == "turn" and rm.scored_span == "turn"
+    del config["scored_span"]
+    config_file.write_text(json.dumps(config))
+    old = VLMRewardModel.from_pretrained(final)
+    assert old.scored_span == "to_end"
+    items = [RewardInput([tiny_world / p["image"]], p["worse"]) for p in pairs[:2]]
+    turn, to_end = rm.encode(items)["score_mask"], old.encode(items)["score_mask"]
+    assert bool((turn <= to_end).all()) and bool((to_end.sum(-1) > turn.sum(-1)).all())
+    assert old.score(items) != pytest.approx(rm.score(items), abs=1e-4)
+    config_file.write_text(json.dumps({**config, "scored_span": "all"}))
+    with pytest.raises(ValueError, match="scored span 'all'"):
+        VLMRewardModel.from_pretrained(final)
     with pytest.raises(ValueError, match="likelihood readout never trains the backbone"):
         train_reward(RewardTrainConfig(
             model=str(tiny_model), annotations=[str(tiny_world / "annotations" /

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from mmalign.backends.base import Generator, GenRequest
 from mmalign.io.prompts import read_prompt
 from mmalign.records import IMAGE_TOKEN, Sample, Turn
+from mmalign.train.logps import through_turn_text
 from mmalign.world import vocab
 from mmalign.world.facts import Mention, mentions
 
@@ -567,7 +568,8 @@ def target_perplexity(model: Any, processor: Any, samples: Sequence[Sample],
 
     Answer spans are found by tokenising the conversation up to each answer's start
     (generation prompt) and end, so any chat template works, with or without generation
-    markers. exp(total NLL / total answer tokens) over all samples.
+    markers; a span is the answer and its end-of-turn token (`through_turn_text`).
+    exp(total NLL / total answer tokens) over all samples.
     """
     import torch
 
@@ -600,9 +602,12 @@ def target_perplexity(model: Any, processor: Any, samples: Sequence[Sample],
                 texts.append(template(s.turns, False))
                 images.append(imgs)
                 sp = []
-                for pos, _, _ in qa_turns(s):
+                for pos, _, answer in qa_turns(s):
+                    through = template(s.turns[:pos + 1], False)
+                    cut = through_turn_text(through, answer)  # + the end-of-turn token
                     sp.append((n_tokens(template(s.turns[:pos], True), imgs),
-                               n_tokens(template(s.turns[:pos + 1], False), imgs)))
+                               n_tokens(through, imgs) if cut is None
+                               else n_tokens(cut, imgs) + 1))
                 spans.append(sp)
             enc = processor(text=texts, images=images if images[0] else None, padding=True,
                             padding_side="right", return_tensors="pt").to(device)

@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmalign.train.logps import response_logps, response_window
+from mmalign.train.logps import response_logps, response_window, through_turn_text
 
 HEAD_FILE = "reward_head.safetensors"
 CONFIG_FILE = "reward_config.json"
@@ -526,10 +526,9 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
 
 def _scored_tokens(processor: Any, items: Sequence[RewardInput], n_images: int, layout: str,
                    images: Any, enc: Any, span: str = "turn") -> torch.Tensor:
-    """1 on each row's scored text and the one token after it (the end of turn: `</s>`,
-    `<|im_end|>`), the span chat SFT trains on. What a template adds after that (the tiny
-    template's newline) was never a training target: its log-prob is noise of several nats
-    that used to be every text's minimum (docs/LOG.md, session 20).
+    """1 on each row's scored text and the one token after it, its end of turn
+    (`through_turn_text`): the span chat SFT trains on. The template's newline after it,
+    scored before session 20, was every text's minimum log-prob.
 
     The span starts where the full and the prompt-only encodings part ways and ends one
     token past where the full encoding and the encoding of the text up to the scored text's
@@ -540,9 +539,7 @@ def _scored_tokens(processor: Any, items: Sequence[RewardInput], n_images: int, 
     for it in items:
         prompts.append(reward_prompt(processor, n_images, it.text, layout, prompt_only=True))
         full = reward_prompt(processor, n_images, it.text, layout)
-        scored = turns_split(it.text)[1]
-        end = full.rfind(scored) + len(scored) if scored in full else len(full)
-        cuts.append(full[:end])
+        cuts.append(through_turn_text(full, turns_split(it.text)[1]) or full)
     pre = processor(images=None if images is None else images + images, text=prompts + cuts,
                     padding=True, padding_side="right", return_tensors="pt")
     n = len(items)

@@ -11,6 +11,18 @@ from __future__ import annotations
 import torch
 
 
+def through_turn_text(rendered: str, text: str) -> str | None:
+    """A chat-templated conversation cut right after the last occurrence of one turn's
+    `text`; None where the template did not keep the text verbatim.
+
+    A response's tokens end one token past this cut: the text and its end-of-turn token
+    (`</s>`, `<|im_end|>`), the span chat SFT trains (TRL's assistant mask). What a template
+    adds after the turn, such as the tiny template's newline, was never a training target:
+    scored, its log-prob is several nats of noise (docs/LOG.md, session 20)."""
+    end = rendered.rfind(text)
+    return rendered[:end + len(text)] if text and end >= 0 else None
+
+
 def response_window(response_mask: torch.Tensor) -> int:
     """Smallest K such that the last K logits predict every response token.
 

@@ -197,6 +197,22 @@ def test_likelihood_features_are_the_answer_tokens_log_prob_statistics(tiny_mode
         assert rm.score(items, batch_size=3) == pytest.approx(rm.head(feats).tolist(), abs=1e-5)
 
 
+def test_rewrite_log_likelihood_scores_the_same_span_as_the_readouts(tiny_model, tiny_world):
+    """The rewrite's perplexity (and the bench's backbone judge, through `answer_loglik`)
+    score an answer and its end of turn, like the readouts: not the template's newline."""
+    from transformers import AutoProcessor
+
+    from mmalign.curate.rewrite import answer_loglik
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model)
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    image = _items(tiny_world)[1].images[0]
+    got = answer_loglik(model, processor, str(image.relative_to(tiny_world)),
+                        "Where is the star?", ANSWER.split("Answer: ")[1], tiny_world)
+    assert got == pytest.approx(_answer_token_logps(model, processor, image).sum().item(),
+                                abs=1e-3)
+
+
 def test_likelihood_training_fits_the_head_and_leaves_the_backbone(tiny_model, tiny_world,
                                                                   tmp_path):
     report = train_reward(RewardTrainConfig(

@@ -12,6 +12,7 @@ from mmalign.train.logps import (
     reduce_logps,
     response_logps,
     response_window,
+    through_turn_text,
     token_logps,
 )
 
@@ -79,3 +80,10 @@ def test_argmax_tokens_from_noisy_logits_scored_by_clean_logits():
     agree[0, 1, 1] = agree[0, 2, 2] = 5.0
     chosen, _, _ = response_logps(clean, ids, mask)
     torch.testing.assert_close(argmax_logps(clean, agree, ids, mask), chosen)
+
+
+def test_a_turn_is_cut_after_its_text_not_after_what_the_template_adds():
+    rendered = "USER: What?\nASSISTANT: Two.</s>\nUSER: And?\nASSISTANT: Two.</s>\n"
+    assert through_turn_text(rendered, "Two.") == rendered.removesuffix("</s>\n")
+    assert through_turn_text(rendered, "Three.") is None  # a template that changed the text
+    assert through_turn_text(rendered, "") is None

@@ -506,8 +506,8 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
     enc = processor(images=images, text=texts, padding=True, padding_side="right",
                     return_tensors="pt")
     if score_mask:
-        enc["score_mask"] = _scored_tokens(processor, items, n_images, layout, images, enc,
-                                           check_span(span))
+        enc["score_mask"] = _scored_tokens(processor, items, texts, n_images, layout, images,
+                                           enc, check_span(span))
     if max_length is not None and enc["input_ids"].shape[1] > max_length:
         image_id = _image_token_id(processor)
         if image_id is not None:
@@ -524,8 +524,9 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
     return dict(enc)
 
 
-def _scored_tokens(processor: Any, items: Sequence[RewardInput], n_images: int, layout: str,
-                   images: Any, enc: Any, span: str = "turn") -> torch.Tensor:
+def _scored_tokens(processor: Any, items: Sequence[RewardInput], texts: list[str],
+                   n_images: int, layout: str, images: Any, enc: Any, span: str = "turn"
+                   ) -> torch.Tensor:
     """1 on each row's scored text and the one token after it, its end of turn
     (`through_turn_text`): the span chat SFT trains on. The template's newline after it,
     scored before session 20, was every text's minimum log-prob.
@@ -535,20 +536,23 @@ def _scored_tokens(processor: Any, items: Sequence[RewardInput], n_images: int, 
     end part ways, so a template that tokenises either seam differently is still cut
     right. A template that does not keep the scored text verbatim is scored to its end, as
     is every row with span "to_end" (reward models saved before this rule)."""
-    prompts, cuts = [], []
-    for it in items:
-        prompts.append(reward_prompt(processor, n_images, it.text, layout, prompt_only=True))
-        full = reward_prompt(processor, n_images, it.text, layout)
-        cuts.append(through_turn_text(full, turns_split(it.text)[1]) or full)
-    pre = processor(images=None if images is None else images + images, text=prompts + cuts,
-                    padding=True, padding_side="right", return_tensors="pt")
+    prompts = [reward_prompt(processor, n_images, it.text, layout, prompt_only=True)
+               for it in items]
+    cuts = [] if span == "to_end" else [  # `texts`: the full inputs, as encoded in `enc`
+        through_turn_text(full, turns_split(it.text)[1]) or full
+        for it, full in zip(items, texts, strict=True)]
+    pre = processor(images=None if images is None else images * (2 if cuts else 1),
+                    text=prompts + cuts, padding=True, padding_side="right",
+                    return_tensors="pt")
     n = len(items)
     mask = torch.zeros_like(enc["input_ids"])
     for i in range(n):
         full = enc["input_ids"][i][enc["attention_mask"][i].bool()]
         start = _shared_prefix(full, pre["input_ids"][i][pre["attention_mask"][i].bool()])
-        stop = _shared_prefix(full, pre["input_ids"][n + i][pre["attention_mask"][n + i].bool()])
-        stop = min(stop + 1, len(full)) if span == "turn" else len(full)
+        stop = len(full)
+        if cuts:
+            cut = pre["input_ids"][n + i][pre["attention_mask"][n + i].bool()]
+            stop = min(_shared_prefix(full, cut) + 1, stop)
         if start >= stop:
             raise ValueError(f"input {i}: no scored token after the prompt ({items[i].text!r})")
         mask[i, start:stop] = 1

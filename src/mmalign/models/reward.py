@@ -525,7 +525,7 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
 
 
 def _scored_tokens(processor: Any, items: Sequence[RewardInput], texts: list[str],
-                   n_images: int, layout: str, images: Any, enc: Any, span: str = "turn"
+                   n_images: int, layout: str, images: Any, enc: Any, span: str
                    ) -> torch.Tensor:
     """1 on each row's scored text and the one token after it, its end of turn
     (`through_turn_text`): the span chat SFT trains on. The template's newline after it,

@@ -6,7 +6,8 @@ machine-generated corpus train a model at least as good as the whole corpus?
 Steps, in order (settings: the `Align2LLaVAExperiment` fields below):
  0. The reward models' backbone (`rm_backbone_*`): `base` tuned on the attribute set
     (rm_backbone_attribute_steps), then on corpus-style clean records over the pretraining
-    images (rm_backbone_steps); either phase may be 0 steps.
+    images (rm_backbone_steps); either phase may be 0 steps. The question RM's own backbone
+    is that one tuned further on question sets (rm_backbone_question_steps; 0: none).
  1. Reward models. The question RM and the answer RM are trained from the backbone on the
     world's oracle annotations (annotations/questions.jsonl, annotations/answers.jsonl) with the
     pairwise loss (`curate.reward_train.train_reward`); each one's held-out pairwise accuracy
@@ -162,6 +163,16 @@ class Align2LLaVAExperiment:
     # RM from the same backbone and a worse ratio than 1800 corpus-style steps alone
     # (docs/results.md, sessions 18-20), so the recipe has none.
     rm_backbone_attribute_steps: int = 0
+    # Steps of a question phase for the question RM alone: the backbone above tuned further
+    # on `world.corpus.question_set_samples` (the image, then its clean conversation
+    # questions joined by newlines: the question RM's own `turns` text) over the pretraining
+    # images, OUT/rm_backbone_questions/. What a likelihood readout reads is then what the
+    # model expects a question set to say (session 20: held out 0.749 over three splits
+    # against the last-token RM's 0.726). The answer RM does not start from it: the same
+    # backbone gave an answer RM of 0.630. Same batch, lr and tower as the phases above.
+    rm_backbone_question_steps: int = 0
+    rm_backbone_question_reps: int = 2  # question sets per pretraining scene
+    rm_backbone_question_seed: int = 200  # their draw
 
     # --- scoring the corpus
     score_batch_size: int = 64  # records per step (and resume unit)
@@ -206,7 +217,10 @@ class Align2LLaVAExperiment:
             raise RecipeError("steps and rm_steps must be >= 1")
         if not 0.0 <= self.rm_backbone_attribute_share < 1.0:
             raise RecipeError("rm_backbone_attribute_share must be in [0, 1)")
-        for name in ("rm_backbone_steps", "rm_backbone_attribute_steps"):
+        if self.rm_backbone_question_reps < 1:
+            raise RecipeError("rm_backbone_question_reps must be >= 1")
+        for name in ("rm_backbone_steps", "rm_backbone_attribute_steps",
+                     "rm_backbone_question_steps"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"{name} must be >= 0 (0: no such phase; with both 0 the "
                                   "RMs start from base)")
@@ -286,6 +300,22 @@ def train_rm_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path) -> Pat
             {"reps": exp.rm_backbone_reps, "set_seed": exp.rm_backbone_seed,
              "attribute_share": exp.rm_backbone_attribute_share})
     return model
+
+
+def train_question_backbone(exp: Align2LLaVAExperiment, world: Path, out: Path, start: Path
+                            ) -> Path:
+    """The question RM's backbone: `start` tuned rm_backbone_question_steps on question sets
+    (OUT/rm_backbone_questions/, its set in OUT/rm_backbone_questions.json); `start` itself
+    with 0 steps. Resumes, and is reused once finished, as the other phases."""
+    from mmalign.world.corpus import question_set_samples
+
+    if exp.rm_backbone_question_steps == 0:
+        return start
+    return _backbone_phase(
+        exp, world, start, out / "rm_backbone_questions", exp.rm_backbone_question_steps,
+        lambda scenes: question_set_samples(scenes, exp.rm_backbone_question_reps,
+                                            exp.rm_backbone_question_seed),
+        {"reps": exp.rm_backbone_question_reps, "set_seed": exp.rm_backbone_question_seed})
 
 
 def _backbone_phase(exp: Align2LLaVAExperiment, world: Path, start: Path, folder: Path,
@@ -698,6 +728,7 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
     backbone = train_rm_backbone(exp, world, out)
     starts = {kind: backbone if kind in exp.rm_backbone_kinds else repo_path(exp.base)
               for kind in RM_KINDS}
+    starts["question"] = train_question_backbone(exp, world, out, starts["question"])
     reports = {kind: train_reward_model(exp, kind, world, out, starts[kind])
                for kind in RM_KINDS}
     rms = {kind: Path(r["final"]) for kind, r in reports.items()}

@@ -280,7 +280,7 @@ def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
         f"world={a2l_world}", f"base={tiny_model}", f"out={out}", "seeds=[0]", "rewrite=false",
         "rm_steps=2", "rm_batch_size=4", "rm_layout=turns", "device=cpu",
         "rm_backbone_steps=2", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
-        "rm_backbone_attribute_share=0.2",
+        "rm_backbone_attribute_share=0.2", "rm_backbone_question_steps=1",
         "rm_backbone_kinds=[answer]", "rm_overrides.answer.readout=likelihood",
         "rm_overrides.answer.max_steps=5", "rm_overrides.answer.per_device_train_batch_size=16"])
     _, cur = a2l.build_sets(exp, a2l_world, out, "cpu")
@@ -295,7 +295,15 @@ def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
     assert set(sources) == {"world/machine", "world/attributes"}
     answer, question = (json.loads((out / f"rm_{k}" / "run.json").read_text())
                         for k in ("answer", "question"))
-    assert answer["model"] == str(backbone) and question["model"] == str(tiny_model)
+    # the question RM starts from its own phase, here on `base` (not in rm_backbone_kinds)
+    questions = out / "rm_backbone_questions" / "final"
+    assert answer["model"] == str(backbone) and question["model"] == str(questions)
+    assert json.loads((out / "rm_backbone_questions" / "run.json").read_text())[
+        "model"] == str(tiny_model)
+    sets = read_records(out / "rm_backbone_questions.json")
+    assert sets and {split[r.images[0]] for r in sets} == {"pretrain"}
+    assert all(r.turns[0].content == "<image>" and r.turns[1].content.endswith("?")
+               for r in sets)
     assert answer["readout"] == "likelihood" and answer["max_steps"] == 5
     assert question["readout"] == "last" and question["max_steps"] == 2
     rms = cur["reward_models"]
@@ -345,3 +353,7 @@ def test_rm_backbone_attribute_phase_comes_first(a2l_world, tiny_model, tmp_path
     assert not (only / "rm_backbone").exists()
     with pytest.raises(RecipeError, match="rm_backbone_attribute_steps must be >= 0"):
         a2l.load_experiment(RECIPE, ["rm_backbone_attribute_steps=-1"])
+    with pytest.raises(RecipeError, match="rm_backbone_question_steps must be >= 0"):
+        a2l.load_experiment(RECIPE, ["rm_backbone_question_steps=-1"])
+    with pytest.raises(RecipeError, match="rm_backbone_question_reps must be >= 1"):
+        a2l.load_experiment(RECIPE, ["rm_backbone_question_reps=0"])

@@ -64,6 +64,9 @@ def reward(
         "need --layout turns."),
     beta: float = typer.Option(0.1, help="The implicit readout's scale."),
     head_hidden: int = typer.Option(32, help="The likelihood readout's MLP width."),
+    likelihood_features: str = typer.Option(
+        None, help="The likelihood head's inputs, comma-separated, from sum, mean, min, "
+        "tokens, end, early_end (default: all)."),
     lora: bool = typer.Option(False, "--lora", help="LoRA on the language model + projector."),
     lora_r: int = typer.Option(16),
     freeze_vision: bool = typer.Option(False, help="Full fine-tuning, vision tower frozen."),
@@ -85,7 +88,9 @@ def reward(
         train_groups=train_groups, augment_rate=augment_rate, num_train_epochs=epochs,
         max_steps=max_steps, per_device_train_batch_size=batch_size, group_pairs=group_pairs,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, max_length=max_length,
-        layout=layout, readout=readout, beta=beta, head_hidden=head_hidden, lora=lora,
+        layout=layout, readout=readout, beta=beta, head_hidden=head_hidden,
+        likelihood_features=([f.strip() for f in likelihood_features.split(",")]
+                             if likelihood_features else None), lora=lora,
         lora_r=lora_r, lora_alpha=2 * lora_r, freeze_vision_tower=freeze_vision,
         logging_steps=logging_steps, save_steps=save_steps,
         report_to=[r.strip() for r in report_to.split(",")], seed=seed)

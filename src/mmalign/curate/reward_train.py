@@ -79,6 +79,8 @@ class RewardTrainConfig:
     readout: str = "last"
     beta: float = 0.1  # the implicit readout's scale
     head_hidden: int = 32  # the likelihood readout's MLP width
+    # the likelihood head's inputs (models/reward.py LIKELIHOOD_FEATURES; None: all of them)
+    likelihood_features: list[str] | None = None
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -299,7 +301,9 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     from transformers import TrainingArguments
 
     from mmalign.models.reward import (
+        LIKELIHOOD_FEATURES,
         VLMRewardModel,
+        check_features,
         check_layout,
         check_readout,
         pairwise_accuracy,
@@ -307,6 +311,8 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     from mmalign.train.resume import resume_point
 
     check_readout(cfg.readout, "RewardTrainConfig.readout")  # before any reading or writing
+    if cfg.likelihood_features is not None:
+        check_features(cfg.likelihood_features, "RewardTrainConfig.likelihood_features")
     if cfg.readout != "last" and cfg.layout != "turns":
         raise ValueError(f"the {cfg.readout} readout scores the text as the model's own "
                          f"answer: it needs layout='turns'")
@@ -339,7 +345,8 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     else:
         rm = VLMRewardModel.from_backbone(cfg.model, dtype=cfg.dtype, seed=cfg.seed,
                                           readout=cfg.readout, beta=cfg.beta,
-                                          head_hidden=cfg.head_hidden)
+                                          head_hidden=cfg.head_hidden,
+                                          features=cfg.likelihood_features or LIKELIHOOD_FEATURES)
     rm.max_length = cfg.max_length
     rm.layout = check_layout(cfg.layout, "RewardTrainConfig.layout")
     rm.info = {"kind": kind, "annotations": [str(p) for p in cfg.annotations]}

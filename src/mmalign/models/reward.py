@@ -34,9 +34,13 @@ Three readouts:
   carry "this word was not the one predicted" to the end of the text (docs/LOG.md session
   14), which the tiny default does not learn. Not the paper's design: an option beside it.
 - `likelihood`: a small MLP over statistics of the frozen backbone's token log-probabilities
-  of the scored text (`turns` layout): their sum, mean and minimum and the token count. A
-  wrong word is a token the model did not expect (a low minimum), a cut answer ends where
-  the model expected more; the MLP learns how the annotators weigh these. The backbone is
+  of the scored text (`turns` layout): their sum, mean and minimum, the token count, the
+  log-prob of the end-of-turn token where the text ends (`end`), and the highest log-prob
+  the model gave the end of turn at any earlier token (`early_end`). A wrong word is a
+  token the model did not expect (a low minimum); a cut answer ends where the model
+  expected more (a low `end`); a padded answer goes on where the model was sure the turn
+  was over (an `early_end` near 0: docs/LOG.md, session 21). The MLP learns how the
+  annotators weigh these. The backbone is
   not trained, so the head is fitted on features computed once (`fit_likelihood_head`).
   The statistics are the usual token-probability features of hallucination detection
   (e.g. Manakul et al., 2023, SelfCheckGPT's avg and max -log p). Not the paper's design.
@@ -58,14 +62,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmalign.train.logps import response_logps, response_window, through_turn_text
+from mmalign.train.logps import (
+    align,
+    reduce_logps,
+    response_window,
+    through_turn_text,
+    token_logps,
+)
 
 HEAD_FILE = "reward_head.safetensors"
 CONFIG_FILE = "reward_config.json"
 REFERENCE_DIR = "reference"
 FORMAT_VERSION = 1
 READOUTS = ("last", "implicit", "likelihood")
-LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens")
+LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens", "end", "early_end")
+# What likelihood reward models saved before session 21 read (no `likelihood_features` in
+# their config); they keep reading it.
+LEGACY_LIKELIHOOD_FEATURES = LIKELIHOOD_FEATURES[:4]
+# `early_end` of a one-token text, which has no earlier token: a log-prob no real
+# end-of-turn prediction reaches, kept finite for the head's standardisation.
+NO_EARLY_END = -50.0
 
 
 @dataclass
@@ -120,7 +136,8 @@ class VLMRewardModel(nn.Module):
     def __init__(self, backbone: nn.Module, processor: Any, *, num_outputs: int = 1,
                  base_model: str = "", info: dict[str, Any] | None = None,
                  readout: str = "last", beta: float = 0.1,
-                 reference: nn.Module | None = None, head_hidden: int = 32):
+                 reference: nn.Module | None = None, head_hidden: int = 32,
+                 features: Sequence[str] = LIKELIHOOD_FEATURES):
         super().__init__()
         self.readout = check_readout(readout)
         if readout != "last" and num_outputs != 1:
@@ -129,7 +146,9 @@ class VLMRewardModel(nn.Module):
         self.backbone = backbone
         self.processor = processor
         hidden = backbone.config.get_text_config().hidden_size
-        self.head = (LikelihoodHead(head_hidden) if readout == "likelihood"
+        # The likelihood head's inputs, in order (a subset of LIKELIHOOD_FEATURES).
+        self.features = check_features(features)
+        self.head = (LikelihoodHead(head_hidden, len(self.features)) if readout == "likelihood"
                      else nn.Linear(hidden, num_outputs))
         self.head_hidden = head_hidden
         self.hidden_size = hidden
@@ -168,9 +187,11 @@ class VLMRewardModel(nn.Module):
     def from_backbone(cls, name_or_path: str | os.PathLike, *, num_outputs: int = 1,
                       dtype: str | None = "fp32", device: str | None = None, seed: int = 0,
                       trust_remote_code: bool = False, readout: str = "last",
-                      beta: float = 0.1, head_hidden: int = 32) -> VLMRewardModel:
+                      beta: float = 0.1, head_hidden: int = 32,
+                      features: Sequence[str] = LIKELIHOOD_FEATURES) -> VLMRewardModel:
         """A reward model on a pretrained VLM, with a freshly initialised head (seeded); for the
-        implicit readout, a second copy of the VLM as the frozen reference."""
+        implicit readout, a second copy of the VLM as the frozen reference. `features`: the
+        likelihood head's inputs."""
         from mmalign.models.load import load_vlm
 
         backbone, processor = load_vlm(name_or_path, dtype=dtype, device=device,
@@ -181,7 +202,8 @@ class VLMRewardModel(nn.Module):
 
             reference = copy.deepcopy(backbone)
         rm = cls(backbone, processor, num_outputs=num_outputs, base_model=str(name_or_path),
-                 readout=readout, beta=beta, reference=reference, head_hidden=head_hidden)
+                 readout=readout, beta=beta, reference=reference, head_hidden=head_hidden,
+                 features=features)
         gen = torch.Generator().manual_seed(seed)
         std = getattr(backbone.config.get_text_config(), "initializer_range", 0.02)
         with torch.no_grad():
@@ -218,10 +240,12 @@ class VLMRewardModel(nn.Module):
         rm = cls(backbone, processor, num_outputs=cfg["num_outputs"],
                  base_model=cfg.get("base_model", ""), info=cfg.get("info", {}),
                  readout=readout, beta=cfg.get("beta", 0.1), reference=reference,
-                 head_hidden=cfg.get("head_hidden", 32))
+                 head_hidden=cfg.get("head_hidden", 32),
+                 features=_saved_features(cfg, path / CONFIG_FILE))
         rm.max_length = cfg.get("max_length")
         rm.layout = check_layout(cfg.get("layout", "user"), path / CONFIG_FILE)
         rm.scored_span = check_span(cfg.get("scored_span", "to_end"), path / CONFIG_FILE)
+        rm.check_features_span(path / CONFIG_FILE)
         if readout != "implicit":
             rm.head.load_state_dict(load_file(path / HEAD_FILE))
         return rm.to(backbone.device).eval()
@@ -253,7 +277,7 @@ class VLMRewardModel(nn.Module):
             "format_version": FORMAT_VERSION, "num_outputs": self.num_outputs,
             "hidden_size": self.hidden_size, "base_model": self.base_model,
             "max_length": self.max_length, "layout": self.layout, "readout": self.readout,
-            "scored_span": self.scored_span,
+            "scored_span": self.scored_span, "likelihood_features": list(self.features),
             "beta": self.beta, "head_hidden": self.head_hidden, "info": self.info},
             indent=2) + "\n")
         return path
@@ -316,29 +340,61 @@ class VLMRewardModel(nn.Module):
         scores = self.head(last.to(self.head.weight.dtype))  # (B, num_outputs)
         return scores.squeeze(-1) if self.num_outputs == 1 else scores
 
-    def _scored_logps(self, model: nn.Module, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor, score_mask: torch.Tensor | None,
-                      vision: dict[str, Any]
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`response_logps` of the scored tokens under `model` (the LM head run only over
-        them): (sum [B], per-token [B, K-1], mask [B, K-1])."""
+    def _scored_logits(self, model: nn.Module, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor, score_mask: torch.Tensor | None,
+                       vision: dict[str, Any]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`model`'s logits over the scored tokens (the LM head run only over them), lined
+        up with the tokens they predict: (logits [B, K-1, V], labels, mask [B, K-1])."""
         if score_mask is None:
             raise ValueError(f"the {self.readout} readout needs score_mask: encode the inputs "
                              f"with score_mask=True (VLMRewardModel.encode does)")
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                        logits_to_keep=response_window(score_mask), **vision).logits
-        return response_logps(logits, input_ids, score_mask)
+        return align(logits, input_ids, score_mask)
+
+    def _scored_logps(self, model: nn.Module, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor, score_mask: torch.Tensor | None,
+                      vision: dict[str, Any]) -> torch.Tensor:
+        """Sum of the scored tokens' log-probs under `model`: [B]."""
+        logits, labels, mask = self._scored_logits(model, input_ids, attention_mask,
+                                                   score_mask, vision)
+        return reduce_logps(token_logps(logits, labels), mask)
 
     @torch.no_grad()
     def likelihood_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                             score_mask: torch.Tensor | None, **vision: Any) -> torch.Tensor:
-        """(B, 4) statistics of the backbone's log-probs of the scored tokens, in
-        LIKELIHOOD_FEATURES order: sum, mean, min, token count."""
-        total, logp, mask = self._scored_logps(self.backbone, input_ids, attention_mask,
-                                               score_mask, vision)
+        """(B, F) statistics of the backbone's log-probs of the scored tokens, the columns
+        `self.features` (LIKELIHOOD_FEATURES: sum, mean, min, token count, end, early_end)."""
+        logits, labels, mask = self._scored_logits(self.backbone, input_ids, attention_mask,
+                                                   score_mask, vision)
+        logp = token_logps(logits, labels)
+        total = (logp * mask).sum(-1)
         count = mask.sum(-1).float()
-        lowest = logp.masked_fill(~mask, float("inf")).min(-1).values
-        return torch.stack([total, total / count.clamp(min=1), lowest, count], -1)
+        columns = {"sum": lambda: total, "mean": lambda: total / count.clamp(min=1),
+                   "min": lambda: logp.masked_fill(~mask, float("inf")).min(-1).values,
+                   "tokens": lambda: count}
+        if {"end", "early_end"} & set(self.features):
+            self.check_features_span("likelihood_features")
+            # The scored span ends with the end-of-turn token (`through_turn_text`): its
+            # log-prob there, and the log-prob of that same token at every earlier position.
+            last = last_token_index(mask)
+            rows = torch.arange(len(last), device=last.device)
+            end_token = labels[rows, last]
+            end_logp = token_logps(logits, end_token[:, None].expand_as(labels))
+            earlier = mask.clone()
+            earlier[rows, last] = False
+            columns["end"] = lambda: logp[rows, last]
+            columns["early_end"] = lambda: (end_logp.masked_fill(~earlier, NO_EARLY_END)
+                                            .max(-1).values.clamp(min=NO_EARLY_END))
+        return torch.stack([columns[name]() for name in self.features], -1)
+
+    def check_features_span(self, where: Any) -> None:
+        """`end` and `early_end` read the end-of-turn token, which only the turn span scores."""
+        if self.readout == "likelihood" and self.scored_span != "turn" and (
+                {"end", "early_end"} & set(self.features)):
+            raise ValueError(f"{where}: the likelihood features end/early_end need "
+                             f"scored_span 'turn', not {self.scored_span!r}")
 
     @torch.no_grad()
     def likelihood_features_of(self, items: Sequence[RewardInput], batch_size: int = 16
@@ -352,7 +408,7 @@ class VLMRewardModel(nn.Module):
                          score_mask: torch.Tensor | None, vision: dict[str, Any]
                          ) -> torch.Tensor:
         def logps(model: nn.Module) -> torch.Tensor:
-            return self._scored_logps(model, input_ids, attention_mask, score_mask, vision)[0]
+            return self._scored_logps(model, input_ids, attention_mask, score_mask, vision)
 
         policy = logps(self.backbone)
         with torch.no_grad():
@@ -445,6 +501,23 @@ def check_layout(layout: str, where: Any = "layout") -> str:
 
 
 SCORED_SPANS = ("turn", "to_end")
+
+
+def check_features(features: Sequence[str], where: Any = "likelihood_features"
+                   ) -> tuple[str, ...]:
+    features = tuple(features)
+    unknown = [f for f in features if f not in LIKELIHOOD_FEATURES]
+    if unknown or not features or len(set(features)) != len(features):
+        raise ValueError(f"{where}: likelihood features must be distinct names from "
+                         f"{list(LIKELIHOOD_FEATURES)}, got {list(features)}")
+    return features
+
+
+def _saved_features(cfg: dict[str, Any], where: Any) -> tuple[str, ...]:
+    """The likelihood features a saved reward model reads: its config's, or, from a model
+    saved before they were recorded, the four it was trained on."""
+    return check_features(cfg.get("likelihood_features", LEGACY_LIKELIHOOD_FEATURES),
+                          f"{where}: likelihood_features")
 
 
 def check_span(span: str, where: Any = "scored_span") -> str:

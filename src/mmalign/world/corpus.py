@@ -8,6 +8,8 @@
   defect. Both versions are returned: the clean one makes the clean counterpart corpus.
 - `corpus_style_samples`: that generator's clean side alone, over chosen scenes (the
   reward models' backbone stage, bench/align2llava.py).
+- `question_set_samples`: the clean conversation questions of an image as one text, the
+  question reward model's scored text (its backbone's question phase).
 """
 
 from __future__ import annotations
@@ -169,6 +171,26 @@ def corpus_style_samples(scenes: list[Scene], reps: int, seed: int) -> list[Samp
             for r in corpus_records(scene, scene.image, rng, {}):
                 r.clean.id = f"{r.clean.id}-r{rep}"
                 samples.append(r.clean)
+    return samples
+
+
+def question_set_samples(scenes: list[Scene], reps: int, seed: int) -> list[Sample]:
+    """Per scene and rep, the image alone in the user turn and, as the answer, the clean
+    conversation questions of `category_items` joined by newlines: the text the question
+    reward model scores (`turns` layout: the questions as the model's own turn), so a
+    backbone tuned on it predicts what a grounded question set says next and its likelihood
+    readout reads what does not fit (docs/results.md, session 20). No answers, and no defect:
+    the annotation file's spoilt sets are what it is judged on. Seeded by `seed` alone; ids
+    "<image>-qset-r<rep>"."""
+    rng, samples = np.random.default_rng([0, seed]), []
+    for rep in range(reps):
+        for scene in scenes:
+            # joined as `curate.annotations.question_text` joins a set (a world question
+            # has no image placeholder to strip)
+            text = "\n".join(it.question for it in category_items(scene, "conversation", rng))
+            samples.append(Sample(id=f"{scene.image_id}-qset-r{rep}", images=[scene.image],
+                                  turns=[Turn("user", IMAGE_TOKEN), Turn("assistant", text)],
+                                  category="conversation", source="world/machine"))
     return samples
 
 

@@ -38,10 +38,10 @@ def _implicit(model, **kw):
     return rm
 
 
-def _answer_token_logps(model, processor, image) -> torch.Tensor:
+def _answer_token_logps(model, processor, image, end_token: bool = False) -> torch.Tensor:
     """Log-probs of ANSWER's answer tokens and the end of turn (`</s>`, not the template's
     newline after it) computed apart from the reward model's code: the template by hand,
-    the model's full logits."""
+    the model's full logits. With `end_token`, the log-probs of `</s>` at those positions."""
     answer = ANSWER.split("Answer: ")[1]
     msgs = [{"role": "user", "content": [{"type": "image"},
                                          {"type": "text", "text": "\nWhere is the star?"}]}]
@@ -59,6 +59,9 @@ def _answer_token_logps(model, processor, image) -> torch.Tensor:
     with torch.no_grad():
         logp = torch.log_softmax(model(**enc).logits[0, :-1].float(), -1)
     target = enc["input_ids"][0, 1:]
+    if end_token:
+        assert processor.tokenizer.decode(target[n_turn - 2]) == "</s>"
+        return logp[n_prompt - 1:n_turn - 1, int(target[n_turn - 2])]
     return logp.gather(-1, target[:, None])[n_prompt - 1:n_turn - 1, 0]
 
 
@@ -189,12 +192,59 @@ def test_likelihood_features_are_the_answer_tokens_log_prob_statistics(tiny_mode
     feats = rm.likelihood_features_of(items, batch_size=3)
     assert feats.shape == (3, len(LIKELIHOOD_FEATURES))
     logps = _answer_token_logps(rm.backbone, rm.processor, items[1].images[0])
-    expected = [logps.sum().item(), logps.mean().item(), logps.min().item(), len(logps)]
+    end = _answer_token_logps(rm.backbone, rm.processor, items[1].images[0], end_token=True)
+    assert end[-1].item() == pytest.approx(logps[-1].item())  # the last scored token is </s>
+    # end: the log-prob of </s> where the answer ends; early_end: the most the model
+    # expected </s> at any token before it
+    expected = [logps.sum().item(), logps.mean().item(), logps.min().item(), len(logps),
+                logps[-1].item(), end[:-1].max().item()]
     assert feats[1].tolist() == pytest.approx(expected, abs=1e-4)
     # alone or padded in a batch, the same features; the score is the head of them
     assert rm.likelihood_features_of(items[1:2])[0].tolist() == pytest.approx(expected, abs=1e-4)
     with torch.no_grad():
         assert rm.score(items, batch_size=3) == pytest.approx(rm.head(feats).tolist(), abs=1e-5)
+
+
+def _keep_head_columns(path, n):
+    """Cut a saved likelihood head down to its first `n` features (an older head's shape)."""
+    from safetensors.torch import save_file
+
+    head = load_file(path / "reward_head.safetensors")
+    head["feature_mean"], head["feature_std"] = head["feature_mean"][:n], head["feature_std"][:n]
+    head["mlp.0.weight"] = head["mlp.0.weight"][:, :n].contiguous()
+    save_file(head, path / "reward_head.safetensors")
+
+
+def test_likelihood_features_saved_before_session_21_are_the_first_four(tiny_model, tiny_world,
+                                                                        tmp_path):
+    items = _items(tiny_world)
+    rm = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2)
+    rm.layout = "turns"
+    rm.save_pretrained(tmp_path / "rm")
+    config_file = tmp_path / "rm" / "reward_config.json"
+    config = json.loads(config_file.read_text())
+    del config["likelihood_features"]  # a config from before the key
+    config_file.write_text(json.dumps(config))
+    _keep_head_columns(tmp_path / "rm", 4)
+    old = VLMRewardModel.from_pretrained(tmp_path / "rm")
+    assert old.features == LIKELIHOOD_FEATURES[:4]
+    full = rm.likelihood_features_of(items)
+    torch.testing.assert_close(old.likelihood_features_of(items), full[:, :4])
+    with torch.no_grad():
+        assert old.score(items) == pytest.approx(old.head(full[:, :4]).tolist(), abs=1e-5)
+    # a subset in another order reads those columns; a name it does not know is refused
+    some = VLMRewardModel.from_backbone(tiny_model, readout="likelihood",
+                                        features=["early_end", "min"])
+    some.layout = "turns"
+    torch.testing.assert_close(some.likelihood_features_of(items), full[:, [5, 2]])
+    with pytest.raises(ValueError, match="likelihood features must be distinct names"):
+        VLMRewardModel.from_backbone(tiny_model, readout="likelihood", features=["max"])
+    # end/early_end read the end-of-turn token: not with the pre-session-20 span
+    config_file.write_text(json.dumps({**config, "likelihood_features": ["end"],
+                                       "scored_span": "to_end"}))
+    _keep_head_columns(tmp_path / "rm", 1)
+    with pytest.raises(ValueError, match="need scored_span 'turn'"):
+        VLMRewardModel.from_pretrained(tmp_path / "rm")
 
 
 def test_rewrite_log_likelihood_scores_the_same_span_as_the_readouts(tiny_model, tiny_world):
@@ -239,7 +289,10 @@ def test_likelihood_training_fits_the_head_and_leaves_the_backbone(tiny_model, t
     config_file = final / "reward_config.json"
     config = json.loads(config_file.read_text())
     assert config["scored_span"] == "turn" and rm.scored_span == "turn"
+    assert config["likelihood_features"] == list(LIKELIHOOD_FEATURES)
     del config["scored_span"]
+    config["likelihood_features"] = ["sum", "mean", "min", "tokens"]  # as session 20 read
+    _keep_head_columns(final, 4)
     config_file.write_text(json.dumps(config))
     old = VLMRewardModel.from_pretrained(final)
     assert old.scored_span == "to_end"

@@ -293,3 +293,26 @@ def test_size_and_position_questions_are_true_to_the_scene(scenes):
                              else f"The {obj.shape} is at the {where}.")
                 asked["position"] += 1
     assert asked["size"] == asked["position"] >= 100
+
+
+def test_question_sets_are_the_question_rms_text_of_clean_conversation_questions(scenes):
+    """`question_set_samples`: per scene and rep, the image alone, then that scene's clean
+    conversation questions joined as the question RM scores a set (`question_text`)."""
+    from mmalign.curate.annotations import question_text
+    from mmalign.world.corpus import category_items, question_set_samples
+
+    some = list(scenes.values())[:20]
+    sets = question_set_samples(some, 2, 5)
+    assert len(sets) == 40 and len({s.id for s in sets}) == 40
+    assert [s.images[0] for s in sets] == [s.image for s in some] * 2
+    assert sets == question_set_samples(some, 2, 5)  # seeded
+    assert [s.turns[1].content for s in sets] != [
+        s.turns[1].content for s in question_set_samples(some, 2, 6)]
+    rng = np.random.default_rng([0, 5])
+    for s in sets:
+        assert [t.role for t in s.turns] == ["user", "assistant"]
+        assert s.turns[0].content == "<image>"
+        questions = [it.question for it in category_items(scenes[s.images[0]],
+                                                          "conversation", rng)]
+        assert s.turns[1].content == question_text(questions)
+        assert all(q.endswith("?") for q in questions)

@@ -25,12 +25,15 @@ def test_shipped_recipe_loads():
     exp = a2l.load_experiment(RECIPE)
     assert (exp.alpha, exp.beta) == (0.3, 0.3) and exp.seeds == [0, 1, 2]
     assert exp.benches == ["pope", "vqa", "mc", "chair"] and exp.eval_limit == 100
-    # the RMs start from the tuned backbone; the answer RM reads its log-probs
+    # the RMs start from the tuned backbone, the question RM from its question phase; both
+    # read their backbone's log-probs
     assert exp.rm_backbone_steps > 0 and exp.rm_backbone_kinds == ["question", "answer"]
-    assert exp.rm_layout == "turns" and exp.rm_overrides["answer"]["readout"] == "likelihood"
+    assert exp.rm_backbone_question_steps > 0 and exp.rm_layout == "turns"
+    assert {k: o["readout"] for k, o in exp.rm_overrides.items()} == {
+        "question": "likelihood", "answer": "likelihood"}
     # session 9's recipe, as the docs' commands for the tables before session 17 give it
     old = a2l.load_experiment(RECIPE, ["rm_backbone_steps=0", "rm_steps=300", "rm_layout=user",
-                                       "rm_overrides={}"])
+                                       "rm_overrides={}", "rm_backbone_question_steps=0"])
     assert (old.rm_backbone_steps, old.rm_steps, old.rm_layout, old.rm_overrides) == (
         0, 300, "user", {})
     assert exp.variants() == ["full", "curated", "random", "matched", "curated_rewrite",

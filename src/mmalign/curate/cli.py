@@ -66,7 +66,7 @@ def reward(
     head_hidden: int = typer.Option(32, help="The likelihood readout's MLP width."),
     likelihood_features: str = typer.Option(
         None, help="The likelihood head's inputs, comma-separated, from sum, mean, min, "
-        "tokens, end, early_end (default: all)."),
+        "tokens, end, early_end (default: sum,mean,min,tokens)."),
     lora: bool = typer.Option(False, "--lora", help="LoRA on the language model + projector."),
     lora_r: int = typer.Option(16),
     freeze_vision: bool = typer.Option(False, help="Full fine-tuning, vision tower frozen."),

@@ -79,7 +79,8 @@ class RewardTrainConfig:
     readout: str = "last"
     beta: float = 0.1  # the implicit readout's scale
     head_hidden: int = 32  # the likelihood readout's MLP width
-    # the likelihood head's inputs (models/reward.py LIKELIHOOD_FEATURES; None: all of them)
+    # the likelihood head's inputs (names from models/reward.py
+    # LIKELIHOOD_FEATURES; None: DEFAULT_LIKELIHOOD_FEATURES, the four of sum, mean, min, tokens)
     likelihood_features: list[str] | None = None
     lora: bool = False
     lora_r: int = 16
@@ -301,7 +302,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     from transformers import TrainingArguments
 
     from mmalign.models.reward import (
-        LIKELIHOOD_FEATURES,
+        DEFAULT_LIKELIHOOD_FEATURES,
         VLMRewardModel,
         check_features,
         check_layout,
@@ -346,7 +347,8 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         rm = VLMRewardModel.from_backbone(cfg.model, dtype=cfg.dtype, seed=cfg.seed,
                                           readout=cfg.readout, beta=cfg.beta,
                                           head_hidden=cfg.head_hidden,
-                                          features=cfg.likelihood_features or LIKELIHOOD_FEATURES)
+                                          features=(cfg.likelihood_features
+                                                    or DEFAULT_LIKELIHOOD_FEATURES))
     rm.max_length = cfg.max_length
     rm.layout = check_layout(cfg.layout, "RewardTrainConfig.layout")
     rm.info = {"kind": kind, "annotations": [str(p) for p in cfg.annotations]}

@@ -34,13 +34,12 @@ Three readouts:
   carry "this word was not the one predicted" to the end of the text (docs/LOG.md session
   14), which the tiny default does not learn. Not the paper's design: an option beside it.
 - `likelihood`: a small MLP over statistics of the frozen backbone's token log-probabilities
-  of the scored text (`turns` layout): their sum, mean and minimum, the token count, the
-  log-prob of the end-of-turn token where the text ends (`end`), and the highest log-prob
-  the model gave the end of turn at any earlier token (`early_end`). A wrong word is a
-  token the model did not expect (a low minimum); a cut answer ends where the model
-  expected more (a low `end`); a padded answer goes on where the model was sure the turn
-  was over (an `early_end` near 0: docs/LOG.md, session 21). The MLP learns how the
-  annotators weigh these. The backbone is
+  of the scored text (`turns` layout): their sum, mean and minimum and the token count; as
+  an option also the log-prob of the end-of-turn token where the text ends (`end`) and the
+  highest log-prob the model gave the end of turn at any earlier token (`early_end`). A
+  wrong word is a token the model did not expect (a low minimum); a cut answer ends where
+  the model expected more; a padded answer goes on where the model was sure the turn was
+  over (an `early_end` near 0). The MLP learns how the annotators weigh these. The backbone is
   not trained, so the head is fitted on features computed once (`fit_likelihood_head`).
   The statistics are the usual token-probability features of hallucination detection
   (e.g. Manakul et al., 2023, SelfCheckGPT's avg and max -log p). Not the paper's design.
@@ -76,9 +75,13 @@ REFERENCE_DIR = "reference"
 FORMAT_VERSION = 1
 READOUTS = ("last", "implicit", "likelihood")
 LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens", "end", "early_end")
-# What likelihood reward models saved before session 21 read (no `likelihood_features` in
-# their config); they keep reading it.
-LEGACY_LIKELIHOOD_FEATURES = LIKELIHOOD_FEATURES[:4]
+# The head's inputs unless others are chosen, and what a saved config without
+# `likelihood_features` (from before session 21) read. end and early_end are opt-in: they
+# tell a padded answer from its clean one without fail (early_end -0.00 against -10.6 nats,
+# 120 held-out pairs), but on the world's annotations, where a padded answer (quality 0.55)
+# beats every factual error, the head learns to score padding up: held out 0.779 against
+# 0.794, and more padded answers kept by the cascade (docs/results.md, session 21).
+DEFAULT_LIKELIHOOD_FEATURES = LIKELIHOOD_FEATURES[:4]
 # `early_end` of a one-token text, which has no earlier token: a log-prob no real
 # end-of-turn prediction reaches, kept finite for the head's standardisation.
 NO_EARLY_END = -50.0
@@ -137,7 +140,7 @@ class VLMRewardModel(nn.Module):
                  base_model: str = "", info: dict[str, Any] | None = None,
                  readout: str = "last", beta: float = 0.1,
                  reference: nn.Module | None = None, head_hidden: int = 32,
-                 features: Sequence[str] = LIKELIHOOD_FEATURES):
+                 features: Sequence[str] = DEFAULT_LIKELIHOOD_FEATURES):
         super().__init__()
         self.readout = check_readout(readout)
         if readout != "last" and num_outputs != 1:
@@ -188,7 +191,7 @@ class VLMRewardModel(nn.Module):
                       dtype: str | None = "fp32", device: str | None = None, seed: int = 0,
                       trust_remote_code: bool = False, readout: str = "last",
                       beta: float = 0.1, head_hidden: int = 32,
-                      features: Sequence[str] = LIKELIHOOD_FEATURES) -> VLMRewardModel:
+                      features: Sequence[str] = DEFAULT_LIKELIHOOD_FEATURES) -> VLMRewardModel:
         """A reward model on a pretrained VLM, with a freshly initialised head (seeded); for the
         implicit readout, a second copy of the VLM as the frozen reference. `features`: the
         likelihood head's inputs."""
@@ -402,7 +405,7 @@ class VLMRewardModel(nn.Module):
         """`likelihood_features` of `items`, in order: (N, 4) on the CPU."""
         out = [self.likelihood_features(**batch).float().cpu()
                for batch in self._encoded_batches(items, batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, len(LIKELIHOOD_FEATURES))
+        return torch.cat(out) if out else torch.zeros(0, len(self.features))
 
     def _implicit_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          score_mask: torch.Tensor | None, vision: dict[str, Any]
@@ -446,7 +449,7 @@ class LikelihoodHead(nn.Module):
     """The likelihood readout's head: features standardised with the training set's mean and
     spread (buffers, saved with the weights), then a two-layer tanh MLP to one score."""
 
-    def __init__(self, hidden: int = 32, n_features: int = len(LIKELIHOOD_FEATURES)):
+    def __init__(self, hidden: int = 32, n_features: int = len(DEFAULT_LIKELIHOOD_FEATURES)):
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
@@ -516,7 +519,7 @@ def check_features(features: Sequence[str], where: Any = "likelihood_features"
 def _saved_features(cfg: dict[str, Any], where: Any) -> tuple[str, ...]:
     """The likelihood features a saved reward model reads: its config's, or, from a model
     saved before they were recorded, the four it was trained on."""
-    return check_features(cfg.get("likelihood_features", LEGACY_LIKELIHOOD_FEATURES),
+    return check_features(cfg.get("likelihood_features", DEFAULT_LIKELIHOOD_FEATURES),
                           f"{where}: likelihood_features")
 
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForImageTextToText
 from mmalign.curate.reward_train import RewardTrainConfig, train_reward
 from mmalign.io.images import load_image
 from mmalign.models.reward import (
+    DEFAULT_LIKELIHOOD_FEATURES,
     LIKELIHOOD_FEATURES,
     REFERENCE_DIR,
     RewardInput,
@@ -185,7 +186,8 @@ def test_bad_readout_settings_are_clear_errors(tiny_model, tiny_world, tmp_path)
 
 
 def test_likelihood_features_are_the_answer_tokens_log_prob_statistics(tiny_model, tiny_world):
-    rm = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2)
+    rm = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2,
+                                      features=LIKELIHOOD_FEATURES)
     rm.layout = "turns"
     assert not any(p.requires_grad for p in rm.backbone.parameters())
     items = _items(tiny_world)
@@ -205,46 +207,44 @@ def test_likelihood_features_are_the_answer_tokens_log_prob_statistics(tiny_mode
         assert rm.score(items, batch_size=3) == pytest.approx(rm.head(feats).tolist(), abs=1e-5)
 
 
-def _keep_head_columns(path, n):
-    """Cut a saved likelihood head down to its first `n` features (an older head's shape)."""
-    from safetensors.torch import save_file
-
-    head = load_file(path / "reward_head.safetensors")
-    head["feature_mean"], head["feature_std"] = head["feature_mean"][:n], head["feature_std"][:n]
-    head["mlp.0.weight"] = head["mlp.0.weight"][:, :n].contiguous()
-    save_file(head, path / "reward_head.safetensors")
-
-
-def test_likelihood_features_saved_before_session_21_are_the_first_four(tiny_model, tiny_world,
-                                                                        tmp_path):
+def test_likelihood_features_are_chosen_by_name_and_saved(tiny_model, tiny_world, tmp_path):
+    """The head reads the four statistics unless others are named; the names are saved, and
+    a config from before they were (no `likelihood_features`) reads those four."""
     items = _items(tiny_world)
+    every = VLMRewardModel.from_backbone(tiny_model, readout="likelihood",
+                                         features=LIKELIHOOD_FEATURES)
+    every.layout = "turns"
+    full = every.likelihood_features_of(items)
     rm = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2)
     rm.layout = "turns"
+    assert rm.features == DEFAULT_LIKELIHOOD_FEATURES == LIKELIHOOD_FEATURES[:4]
+    torch.testing.assert_close(rm.likelihood_features_of(items), full[:, :4])
     rm.save_pretrained(tmp_path / "rm")
     config_file = tmp_path / "rm" / "reward_config.json"
     config = json.loads(config_file.read_text())
+    assert config["likelihood_features"] == list(DEFAULT_LIKELIHOOD_FEATURES)
     del config["likelihood_features"]  # a config from before the key
     config_file.write_text(json.dumps(config))
-    _keep_head_columns(tmp_path / "rm", 4)
     old = VLMRewardModel.from_pretrained(tmp_path / "rm")
-    assert old.features == LIKELIHOOD_FEATURES[:4]
-    full = rm.likelihood_features_of(items)
-    torch.testing.assert_close(old.likelihood_features_of(items), full[:, :4])
-    with torch.no_grad():
-        assert old.score(items) == pytest.approx(old.head(full[:, :4]).tolist(), abs=1e-5)
-    # a subset in another order reads those columns; a name it does not know is refused
+    assert old.features == DEFAULT_LIKELIHOOD_FEATURES
+    assert old.score(items) == pytest.approx(rm.score(items), abs=1e-5)
+    # a subset in another order reads those columns, and is what a reload reads
     some = VLMRewardModel.from_backbone(tiny_model, readout="likelihood",
                                         features=["early_end", "min"])
     some.layout = "turns"
     torch.testing.assert_close(some.likelihood_features_of(items), full[:, [5, 2]])
+    some.save_pretrained(tmp_path / "some")
+    again = VLMRewardModel.from_pretrained(tmp_path / "some")
+    assert again.features == ("early_end", "min")
+    assert again.score(items) == pytest.approx(some.score(items), abs=1e-5)
     with pytest.raises(ValueError, match="likelihood features must be distinct names"):
         VLMRewardModel.from_backbone(tiny_model, readout="likelihood", features=["max"])
     # end/early_end read the end-of-turn token: not with the pre-session-20 span
-    config_file.write_text(json.dumps({**config, "likelihood_features": ["end"],
+    some_config = tmp_path / "some" / "reward_config.json"
+    some_config.write_text(json.dumps({**json.loads(some_config.read_text()),
                                        "scored_span": "to_end"}))
-    _keep_head_columns(tmp_path / "rm", 1)
     with pytest.raises(ValueError, match="need scored_span 'turn'"):
-        VLMRewardModel.from_pretrained(tmp_path / "rm")
+        VLMRewardModel.from_pretrained(tmp_path / "some")
 
 
 def test_rewrite_log_likelihood_scores_the_same_span_as_the_readouts(tiny_model, tiny_world):
@@ -289,10 +289,8 @@ def test_likelihood_training_fits_the_head_and_leaves_the_backbone(tiny_model, t
     config_file = final / "reward_config.json"
     config = json.loads(config_file.read_text())
     assert config["scored_span"] == "turn" and rm.scored_span == "turn"
-    assert config["likelihood_features"] == list(LIKELIHOOD_FEATURES)
-    del config["scored_span"]
-    config["likelihood_features"] = ["sum", "mean", "min", "tokens"]  # as session 20 read
-    _keep_head_columns(final, 4)
+    assert config["likelihood_features"] == list(DEFAULT_LIKELIHOOD_FEATURES)
+    del config["scored_span"], config["likelihood_features"]
     config_file.write_text(json.dumps(config))
     old = VLMRewardModel.from_pretrained(final)
     assert old.scored_span == "to_end"
@@ -303,6 +301,13 @@ def test_likelihood_training_fits_the_head_and_leaves_the_backbone(tiny_model, t
     config_file.write_text(json.dumps({**config, "scored_span": "all"}))
     with pytest.raises(ValueError, match="scored span 'all'"):
         VLMRewardModel.from_pretrained(final)
+    with pytest.raises(ValueError, match="RewardTrainConfig.likelihood_features"):
+        train_reward(RewardTrainConfig(
+            model=str(tiny_model), annotations=[str(tiny_world / "annotations" /
+                                                    "answers.jsonl")],
+            output_dir=str(tmp_path / "bad"), image_root=str(tiny_world), layout="turns",
+            readout="likelihood", likelihood_features=["sum", "sum"]))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
     with pytest.raises(ValueError, match="likelihood readout never trains the backbone"):
         train_reward(RewardTrainConfig(
             model=str(tiny_model), annotations=[str(tiny_world / "annotations" /

@@ -284,8 +284,9 @@ def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
         "rm_steps=2", "rm_batch_size=4", "rm_layout=turns", "device=cpu",
         "rm_backbone_steps=2", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
         "rm_backbone_attribute_share=0.2", "rm_backbone_question_steps=1",
-        "rm_backbone_kinds=[answer]", "rm_overrides.answer.readout=likelihood",
-        "rm_overrides.answer.max_steps=5", "rm_overrides.answer.per_device_train_batch_size=16"])
+        "rm_backbone_kinds=[answer]",  # the recipe's overrides replaced: the answer RM's only
+        "rm_overrides={answer: {readout: likelihood, max_steps: 5, "
+        "per_device_train_batch_size: 16}}"])
     _, cur = a2l.build_sets(exp, a2l_world, out, "cpu")
 
     backbone = out / "rm_backbone" / "final"

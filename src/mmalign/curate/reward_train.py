@@ -343,6 +343,9 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         if rm.readout != cfg.readout:
             raise ValueError(f"{cfg.model}: a reward model with the {rm.readout!r} readout "
                              f"cannot continue with readout={cfg.readout!r}")
+        if cfg.likelihood_features and tuple(cfg.likelihood_features) != rm.features:
+            raise ValueError(f"{cfg.model}: a reward model reading {list(rm.features)} cannot "
+                             f"continue with likelihood_features={cfg.likelihood_features}")
     else:
         rm = VLMRewardModel.from_backbone(cfg.model, dtype=cfg.dtype, seed=cfg.seed,
                                           readout=cfg.readout, beta=cfg.beta,

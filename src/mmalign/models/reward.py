@@ -77,8 +77,8 @@ READOUTS = ("last", "implicit", "likelihood")
 LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens", "end", "early_end")
 # The head's inputs unless others are chosen, and what a saved config without
 # `likelihood_features` (from before session 21) read. end and early_end are opt-in: they
-# tell a padded answer from its clean one without fail (early_end -0.00 against -10.6 nats,
-# 120 held-out pairs), but on the world's annotations, where a padded answer (quality 0.55)
+# tell a padded answer from its clean one without fail (early_end -0.00 against a median of
+# -10.9 nats, 120 held-out pairs), but on the world's annotations, where a padded answer (0.55)
 # beats every factual error, the head learns to score padding up: held out 0.779 against
 # 0.794, and more padded answers kept by the cascade (docs/results.md, session 21).
 DEFAULT_LIKELIHOOD_FEATURES = LIKELIHOOD_FEATURES[:4]
@@ -402,7 +402,7 @@ class VLMRewardModel(nn.Module):
     @torch.no_grad()
     def likelihood_features_of(self, items: Sequence[RewardInput], batch_size: int = 16
                                ) -> torch.Tensor:
-        """`likelihood_features` of `items`, in order: (N, 4) on the CPU."""
+        """`likelihood_features` of `items`, in order: (N, len(self.features)) on the CPU."""
         out = [self.likelihood_features(**batch).float().cpu()
                for batch in self._encoded_batches(items, batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(self.features))

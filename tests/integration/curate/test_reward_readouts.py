@@ -301,6 +301,13 @@ def test_likelihood_training_fits_the_head_and_leaves_the_backbone(tiny_model, t
     config_file.write_text(json.dumps({**config, "scored_span": "all"}))
     with pytest.raises(ValueError, match="scored span 'all'"):
         VLMRewardModel.from_pretrained(final)
+    config_file.write_text(json.dumps({**config, "scored_span": "turn"}))
+    # training on from a saved RM keeps what it reads
+    with pytest.raises(ValueError, match="cannot continue with likelihood_features"):
+        train_reward(RewardTrainConfig(
+            model=str(final), annotations=[str(tiny_world / "annotations" / "answers.jsonl")],
+            output_dir=str(tmp_path / "more"), image_root=str(tiny_world), layout="turns",
+            readout="likelihood", likelihood_features=["min", "early_end"]))
     with pytest.raises(ValueError, match="RewardTrainConfig.likelihood_features"):
         train_reward(RewardTrainConfig(
             model=str(tiny_model), annotations=[str(tiny_world / "annotations" /

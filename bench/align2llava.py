@@ -222,8 +222,8 @@ class Align2LLaVAExperiment:
         for name in ("rm_backbone_steps", "rm_backbone_attribute_steps",
                      "rm_backbone_question_steps"):
             if getattr(self, name) < 0:
-                raise RecipeError(f"{name} must be >= 0 (0: no such phase; with both 0 the "
-                                  "RMs start from base)")
+                raise RecipeError(f"{name} must be >= 0 (0: no such phase; with all three 0 "
+                                  "the RMs start from base)")
         for name, kinds in (("rm_backbone_kinds", self.rm_backbone_kinds),
                             ("rm_overrides", list(self.rm_overrides))):
             unknown = sorted(set(kinds) - set(RM_KINDS))

@@ -372,25 +372,24 @@ class VLMRewardModel(nn.Module):
         logits, labels, mask = self._scored_logits(self.backbone, input_ids, attention_mask,
                                                    score_mask, vision)
         logp = token_logps(logits, labels)
-        total = (logp * mask).sum(-1)
+        total = reduce_logps(logp, mask)
         count = mask.sum(-1).float()
-        columns = {"sum": lambda: total, "mean": lambda: total / count.clamp(min=1),
-                   "min": lambda: logp.masked_fill(~mask, float("inf")).min(-1).values,
-                   "tokens": lambda: count}
-        if {"end", "early_end"} & set(self.features):
+        columns = {"sum": total, "mean": total / count.clamp(min=1),
+                   "min": logp.masked_fill(~mask, float("inf")).min(-1).values,
+                   "tokens": count}
+        if {"end", "early_end"} & set(self.features):  # opt-in: a second pass over the vocab
             self.check_features_span("likelihood_features")
             # The scored span ends with the end-of-turn token (`through_turn_text`): its
             # log-prob there, and the log-prob of that same token at every earlier position.
             last = last_token_index(mask)
             rows = torch.arange(len(last), device=last.device)
-            end_token = labels[rows, last]
-            end_logp = token_logps(logits, end_token[:, None].expand_as(labels))
+            end_logp = token_logps(logits, labels[rows, last][:, None].expand_as(labels))
             earlier = mask.clone()
             earlier[rows, last] = False
-            columns["end"] = lambda: logp[rows, last]
-            columns["early_end"] = lambda: (end_logp.masked_fill(~earlier, NO_EARLY_END)
-                                            .max(-1).values.clamp(min=NO_EARLY_END))
-        return torch.stack([columns[name]() for name in self.features], -1)
+            columns["end"] = logp[rows, last]
+            columns["early_end"] = (end_logp.masked_fill(~earlier, NO_EARLY_END)
+                                    .max(-1).values.clamp(min=NO_EARLY_END))
+        return torch.stack([columns[name] for name in self.features], -1)
 
     def check_features_span(self, where: Any) -> None:
         """`end` and `early_end` read the end-of-turn token, which only the turn span scores."""

@@ -29,11 +29,13 @@ def test_shipped_recipe_loads():
     # read their backbone's log-probs
     assert exp.rm_backbone_steps > 0 and exp.rm_backbone_kinds == ["question", "answer"]
     assert exp.rm_backbone_question_steps > 0 and exp.rm_layout == "turns"
+    assert exp.rm_backbone_attribute_steps > 0  # run a2g's order: attributes, then corpus style
     assert {k: o["readout"] for k, o in exp.rm_overrides.items()} == {
         "question": "likelihood", "answer": "likelihood"}
     # session 9's recipe, as the docs' commands for the tables before session 17 give it
     old = a2l.load_experiment(RECIPE, ["rm_backbone_steps=0", "rm_steps=300", "rm_layout=user",
-                                       "rm_overrides={}", "rm_backbone_question_steps=0"])
+                                       "rm_overrides={}", "rm_backbone_question_steps=0",
+                                       "rm_backbone_attribute_steps=0"])
     assert (old.rm_backbone_steps, old.rm_steps, old.rm_layout, old.rm_overrides) == (
         0, 300, "user", {})
     assert exp.variants() == ["full", "curated", "random", "matched", "curated_rewrite",
@@ -182,6 +184,7 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
             "rewrite_limit=2", "rewrite_max_new_tokens=8", "eval_limit=2",
             "eval_batch_size=8", "device=cpu", "sft_mix=[clean.json:16]",
             "rm_backbone_steps=1", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
+            "rm_backbone_attribute_steps=1", "rm_backbone_question_steps=1",
             "rm_overrides.answer.max_steps=5"]
     assert a2l.main(args) == 0
 
@@ -284,6 +287,7 @@ def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
         "rm_steps=2", "rm_batch_size=4", "rm_layout=turns", "device=cpu",
         "rm_backbone_steps=2", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
         "rm_backbone_attribute_share=0.2", "rm_backbone_question_steps=1",
+        "rm_backbone_attribute_steps=0",  # the corpus-style phase from `base` (tested below)
         "rm_backbone_kinds=[answer]",  # the recipe's overrides replaced: the answer RM's only
         "rm_overrides={answer: {readout: likelihood, max_steps: 5, "
         "per_device_train_batch_size: 16}}"])

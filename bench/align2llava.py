@@ -159,9 +159,9 @@ class Align2LLaVAExperiment:
     # there. Session 16's best answer RM started from such a model (b13 sizepos2); a share
     # mixed into one phase (run a2m) did not teach the attributes. Same batch, lr and tower.
     # 1600 attribute + 600 (run a2f) or + 1800 (run a2g) corpus-style steps: a better answer RM
-    # with 1800 (mean of three splits 0.816 against 0.796, session 20), but a worse question
-    # RM from the same backbone and a worse ratio than 1800 corpus-style steps alone
-    # (docs/results.md, sessions 18-20), so the recipe has none.
+    # with 1800 (mean of three splits 0.816 against 0.796, session 20). With the question
+    # phase below on it too, the cascade's ratio is 0.272-0.287 against 0.354 (session 22),
+    # so the recipe has 1600 (docs/results.md, sessions 18-22). 0 here: run a2l's backbone.
     rm_backbone_attribute_steps: int = 0
     # Steps of a question phase for the question RM alone: the backbone above tuned further
     # on `world.corpus.question_set_samples` (the image, then its clean conversation

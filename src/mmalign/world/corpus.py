@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmalign.curate.annotations import question_text
 from mmalign.records import IMAGE_TOKEN, Sample, Turn
 from mmalign.world import defects as defect_registry
 from mmalign.world import vocab
@@ -179,15 +180,15 @@ def question_set_samples(scenes: list[Scene], reps: int, seed: int) -> list[Samp
     conversation questions of `category_items` joined by newlines: the text the question
     reward model scores (`turns` layout: the questions as the model's own turn), so a
     backbone tuned on it predicts what a grounded question set says next and its likelihood
-    readout reads what does not fit (docs/results.md, session 20). No answers, and no defect:
+    readout reads what does not fit (docs/results.md, session 20); joined by the question
+    RM's own `curate.annotations.question_text`. No answers, and no defect:
     the annotation file's spoilt sets are what it is judged on. Seeded by `seed` alone; ids
     "<image>-qset-r<rep>"."""
     rng, samples = np.random.default_rng([0, seed]), []
     for rep in range(reps):
         for scene in scenes:
-            # joined as `curate.annotations.question_text` joins a set (a world question
-            # has no image placeholder to strip)
-            text = "\n".join(it.question for it in category_items(scene, "conversation", rng))
+            text = question_text(it.question for it in category_items(scene, "conversation",
+                                                                      rng))
             samples.append(Sample(id=f"{scene.image_id}-qset-r{rep}", images=[scene.image],
                                   turns=[Turn("user", IMAGE_TOKEN), Turn("assistant", text)],
                                   category="conversation", source="world/machine"))

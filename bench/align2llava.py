@@ -72,7 +72,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mmalign.config import RecipeError, to_dataclass
 from mmalign.experiments import (
@@ -496,8 +496,12 @@ def rm_eval_scores(kind: str, world: Path, rm_dir: Path, pairs: list[dict]) -> l
     return kept_scores(rm_dir / "eval_scores.jsonl", pairs, score)
 
 
-# An RM's held-out pairs, each one's true (better, worse) quality, the worse side's defects.
-HeldOut = tuple[list[dict], list[tuple[float, float]], list[str]]
+class HeldOut(NamedTuple):
+    """An RM's held-out pairs measured against the truth file (`held_out_truth`)."""
+    pairs: list[dict]
+    qualities: list[tuple[float, float]]  # true quality of the annotators' (better, worse)
+    labels: list[str]  # the defect label(s) of the truly worse side
+    sides: list[tuple[dict, dict]]  # each side's truth row, with "questions": its count
 
 
 def against_truth(world: Path, kind: str, rm_dir: Path, held: HeldOut) -> dict[str, Any]:
@@ -509,16 +513,49 @@ def against_truth(world: Path, kind: str, rm_dir: Path, held: HeldOut) -> dict[s
                        share of pairs whose order is noise alone;
       truth_order      the RM's accuracy on the true order, over the pairs whose true
                        qualities differ (ties left out);
-      by_defect        truth_order per defect label(s) of the truly worse candidate.
+      by_defect        truth_order per defect label(s) of the truly worse candidate;
+      blind_ceiling    per defect type, the ceiling of a judge that takes it for clean
+                       (`blind_ceilings`).
     `held` is `held_out_truth(world, kind, rm_dir)`."""
-    pairs, qualities, labels = held
+    pairs, qualities, labels = held.pairs, held.qualities, held.labels
     n = len(pairs)
     agree = sum(qb > qw for qb, qw in qualities)
     ties = sum(qb == qw for qb, qw in qualities)
     return {"pairs": n, "truth_agrees": round(agree / max(n, 1), 4),
             "truth_ties": round(ties / max(n, 1), 4),
             "ceiling": round((agree + ties / 2) / max(n, 1), 4),
+            "blind_ceiling": blind_ceilings(kind, held),
             **truth_order(rm_eval_scores(kind, world, rm_dir, pairs), qualities, labels)}
+
+
+def blind_ceilings(kind: str, held: HeldOut) -> dict[str, float]:
+    """Per defect type, the held-out accuracy of a judge that knows every candidate's true
+    quality but takes that defect for clean (the world's own quality rule, recomputed), truth
+    ties broken at random: below the target, an RM must see that defect to reach it."""
+    from mmalign.world.defects import QUALITY
+    from mmalign.world.oracle import question_set_quality
+
+    def quality(side: dict, blind: str | None) -> float:
+        if kind == "answer":
+            return QUALITY[None if side["defect"] == blind else side["defect"]]
+        labels = [None if d == blind else d for d in side["defects"]]
+        return question_set_quality(labels + [None] * (side["questions"] - len(labels)))
+
+    for (pair, side) in zip(held.pairs, held.sides, strict=True):
+        for one in side:
+            if abs(quality(one, None) - one["quality"]) > 1e-3:  # the world's rule moved
+                raise ValueError(f"{pair['group']}: true quality {one['quality']} is not the "
+                                 f"world's rule's {quality(one, None):.4f}")
+    kinds = sorted({d for side in held.sides for one in side
+                    for d in one.get("defects", [one.get("defect")]) if d})
+    out = {}
+    for blind in kinds:
+        hits = 0.0
+        for side in held.sides:
+            b, w = (quality(one, blind) for one in side)
+            hits += 1.0 if b > w else 0.5 if b == w else 0.0
+        out[blind] = round(hits / max(len(held.pairs), 1), 4)
+    return out
 
 
 def held_out_truth(world: Path, kind: str, rm_dir: Path) -> HeldOut:
@@ -538,16 +575,19 @@ def held_out_truth(world: Path, kind: str, rm_dir: Path) -> HeldOut:
         pairs = [json.loads(line) for line in f if line.strip()]
     if any(p["origin"] != "annotation" for p in pairs):  # held-out pairs are never augmented
         raise ValueError(f"{rm_dir / 'eval_pairs.jsonl'}: held-out pairs with augmentation")
-    qualities, labels = [], []
+    qualities, labels, sides = [], [], []
     for pair in pairs:
         g = groups[pair["group"]]
         index = {rm_text(g, c): i for i, c in enumerate(g.candidates)}
-        tb, tw = (truth[g.id][index[pair[k]]] for k in ("better", "worse"))
+        tb, tw = ({**truth[g.id][index[pair[k]]],  # a question set's candidate: its list
+                   "questions": len(g.candidates[index[pair[k]]]) if kind == "question" else 1}
+                  for k in ("better", "worse"))
         qualities.append((tb["quality"], tw["quality"]))
+        sides.append((tb, tw))
         low = tw if tb["quality"] > tw["quality"] else tb
         names = low.get("defects", [low.get("defect")])  # question sets: a list
         labels.append("+".join(sorted({str(x) for x in names})) or "None")
-    return pairs, qualities, labels
+    return HeldOut(pairs, qualities, labels, sides)
 
 
 def truth_order(scores: list[dict], qualities: list[tuple[float, float]], labels: list[str]
@@ -577,7 +617,7 @@ def backbone_likelihood(world: Path, base: Path, rm_dir: Path, held: HeldOut
     on the true order like the RM. Where it is at chance on a defect, the backbone cannot tell
     that defect from the image either, and the RM has to learn the binding itself. Scores are
     kept in rm_dir/backbone_scores.jsonl; `held` is `held_out_truth(world, "answer", rm_dir)`."""
-    pairs, qualities, labels = held
+    pairs, qualities, labels = held.pairs, held.qualities, held.labels
     scores = kept_scores(rm_dir / "backbone_scores.jsonl", pairs,
                          lambda: answer_loglik(base, world, pairs))
     return {"model": str(base), **truth_order(scores, qualities, labels)}

@@ -234,6 +234,10 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
         assert sum(d["pairs"] for d in truth["by_defect"].values()) == ordered["pairs"]
         right = sum(d["pairs"] * d["accuracy"] for d in truth["by_defect"].values())
         assert abs(right / ordered["pairs"] - ordered["accuracy"]) < 1e-3
+        # a truth judge blind to one defect type, for each type the held-out pairs hold
+        seen = {d for key in truth["by_defect"] for d in key.split("+")} - {"None"}
+        assert seen <= set(truth["blind_ceiling"])
+        assert all(0 <= v <= 1 for v in truth["blind_ceiling"].values())
     # the answer RM's backbone as an untrained judge, on the same truly ordered pairs
     answer = cur["reward_models"]["answer"]
     likelihood = answer["backbone_likelihood"]
@@ -365,3 +369,41 @@ def test_rm_backbone_attribute_phase_comes_first(a2l_world, tiny_model, tmp_path
         a2l.load_experiment(RECIPE, ["rm_backbone_question_steps=-1"])
     with pytest.raises(RecipeError, match="rm_backbone_question_reps must be >= 1"):
         a2l.load_experiment(RECIPE, ["rm_backbone_question_reps=0"])
+
+
+def _held(kind, sides):
+    """A HeldOut from (better, worse) truth rows, the annotators agreeing with the truth."""
+    pairs = [{"group": f"g{i}"} for i in range(len(sides))]
+    return a2l.HeldOut(pairs, [(b["quality"], w["quality"]) for b, w in sides],
+                       ["x"] * len(sides), sides)
+
+
+def test_a_judge_blind_to_a_defect_ties_the_pairs_only_it_orders():
+    from mmalign.world.defects import QUALITY
+    from mmalign.world.oracle import question_set_quality
+
+    def answer(defect):
+        return {"defect": defect, "quality": QUALITY[defect], "questions": 1}
+
+    held = _held("answer", [(answer(None), answer("verbosity")),
+                            (answer(None), answer("truncation")),
+                            (answer("verbosity"), answer("truncation"))])
+    blind = a2l.blind_ceilings("answer", held)
+    assert set(blind) == {"verbosity", "truncation"}
+    # blind to verbosity: the first pair is a tie (half), the third is still ordered
+    assert blind["verbosity"] == pytest.approx((0.5 + 1 + 1) / 3, abs=1e-4)
+    assert blind["truncation"] == pytest.approx((1 + 0.5 + 0) / 3, abs=1e-4)
+
+    def qset(defects, n):
+        labels = defects + [None] * (n - len(defects))
+        return {"defects": defects, "quality": round(question_set_quality(labels), 4),
+                "questions": n}
+
+    # three clean questions against the same three with a repeat of one appended
+    held = _held("question", [(qset([], 3), qset(["duplicate"], 4))])
+    assert a2l.blind_ceilings("question", held) == {"duplicate": 0.5}
+    # a truth row the world's rule does not give is refused, naming the record
+    bad = qset(["vague"], 3)
+    bad["quality"] = 0.9
+    with pytest.raises(ValueError, match="g0: true quality 0.9"):
+        a2l.blind_ceilings("question", _held("question", [(qset([], 3), bad)]))

@@ -91,6 +91,14 @@ def _spoil_question(item: QAItem, scene: Scene, rng: np.random.Generator
                            "Is it?"])), "vague"
 
 
+def question_set_quality(labels: list[str | None]) -> float:
+    """True quality of a question set from its questions' labels (None: clean; "duplicate":
+    the repeated question): the mean of the others' QUESTION_QUALITY, halved by a repeat.
+    Also what bench/align2llava.py's truth judges recompute with a defect taken for clean."""
+    quality = float(np.mean([QUESTION_QUALITY[lab] for lab in labels if lab != "duplicate"]))
+    return quality * DUPLICATE_FACTOR if "duplicate" in labels else quality
+
+
 def question_annotation(scene: Scene, image: str, rng: np.random.Generator, k: int,
                         noise: float) -> Annotated:
     """K candidate question sets (conversation style) for one image."""
@@ -120,9 +128,7 @@ def question_annotation(scene: Scene, image: str, rng: np.random.Generator, k: i
         if key in seen:
             continue
         seen.add(key)
-        quality = float(np.mean([QUESTION_QUALITY[lab] for lab in labels if lab != "duplicate"]))
-        if duplicate:
-            quality *= DUPLICATE_FACTOR
+        quality = question_set_quality(labels)
         rows.append({"questions": questions, "score": _noisy(quality, noise, rng)})
         truth.append({"defects": [lab for lab in labels if lab], "quality": round(quality, 4)})
     rid = f"{scene.image_id}-q"

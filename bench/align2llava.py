@@ -546,8 +546,7 @@ def blind_ceilings(kind: str, held: HeldOut) -> dict[str, float]:
             if abs(quality(one, None) - one["quality"]) > 1e-3:  # the world's rule moved
                 raise ValueError(f"{pair['group']}: true quality {one['quality']} is not the "
                                  f"world's rule's {quality(one, None):.4f}")
-    kinds = sorted({d for side in held.sides for one in side
-                    for d in one.get("defects", [one.get("defect")]) if d})
+    kinds = sorted({d for side in held.sides for one in side for d in truth_defects(one) if d})
     out = {}
     for blind in kinds:
         hits = 0.0
@@ -556,6 +555,12 @@ def blind_ceilings(kind: str, held: HeldOut) -> dict[str, float]:
             hits += 1.0 if b > w else 0.5 if b == w else 0.0
         out[blind] = round(hits / max(len(held.pairs), 1), 4)
     return out
+
+
+def truth_defects(row: dict) -> list[str | None]:
+    """A candidate's defect label(s) in the truth file: a question set's list, or an
+    answer's one label (None: clean) as a list of one."""
+    return row.get("defects", [row.get("defect")])
 
 
 def held_out_truth(world: Path, kind: str, rm_dir: Path) -> HeldOut:
@@ -585,8 +590,7 @@ def held_out_truth(world: Path, kind: str, rm_dir: Path) -> HeldOut:
         qualities.append((tb["quality"], tw["quality"]))
         sides.append((tb, tw))
         low = tw if tb["quality"] > tw["quality"] else tb
-        names = low.get("defects", [low.get("defect")])  # question sets: a list
-        labels.append("+".join(sorted({str(x) for x in names})) or "None")
+        labels.append("+".join(sorted({str(x) for x in truth_defects(low)})) or "None")
     return HeldOut(pairs, qualities, labels, sides)
 
 

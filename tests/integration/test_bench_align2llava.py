@@ -371,7 +371,7 @@ def test_rm_backbone_attribute_phase_comes_first(a2l_world, tiny_model, tmp_path
         a2l.load_experiment(RECIPE, ["rm_backbone_question_reps=0"])
 
 
-def _held(kind, sides):
+def _held(sides):
     """A HeldOut from (better, worse) truth rows, the annotators agreeing with the truth."""
     pairs = [{"group": f"g{i}"} for i in range(len(sides))]
     return a2l.HeldOut(pairs, [(b["quality"], w["quality"]) for b, w in sides],
@@ -385,7 +385,7 @@ def test_a_judge_blind_to_a_defect_ties_the_pairs_only_it_orders():
     def answer(defect):
         return {"defect": defect, "quality": QUALITY[defect], "questions": 1}
 
-    held = _held("answer", [(answer(None), answer("verbosity")),
+    held = _held([(answer(None), answer("verbosity")),
                             (answer(None), answer("truncation")),
                             (answer("verbosity"), answer("truncation"))])
     blind = a2l.blind_ceilings("answer", held)
@@ -400,10 +400,10 @@ def test_a_judge_blind_to_a_defect_ties_the_pairs_only_it_orders():
                 "questions": n}
 
     # three clean questions against the same three with a repeat of one appended
-    held = _held("question", [(qset([], 3), qset(["duplicate"], 4))])
+    held = _held([(qset([], 3), qset(["duplicate"], 4))])
     assert a2l.blind_ceilings("question", held) == {"duplicate": 0.5}
     # a truth row the world's rule does not give is refused, naming the record
     bad = qset(["vague"], 3)
     bad["quality"] = 0.9
     with pytest.raises(ValueError, match="g0: true quality 0.9"):
-        a2l.blind_ceilings("question", _held("question", [(qset([], 3), bad)]))
+        a2l.blind_ceilings("question", _held([(qset([], 3), bad)]))

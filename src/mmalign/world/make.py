@@ -45,9 +45,16 @@ SPLITS = ("pretrain", "corpus", "annotation", "bench")
 TRAINING_SPLITS = ("pretrain", "corpus", "annotation")
 
 
+# Bumped when the same config starts to give other bytes, so a world built before is rebuilt,
+# not reused. 2: an annotation set's repeated question rewords a question the set still asks
+# (oracle.asked_twin).
+WORLD_REVISION = 2
+
+
 @dataclass
 class WorldConfig:
-    """Everything that determines a world. Same config + same package version = same bytes."""
+    """Everything that determines a world. Same config + same package version + same
+    WORLD_REVISION = same bytes."""
 
     seed: int = 0
     image_size: int = 64
@@ -94,7 +101,8 @@ def make_world(out: str | Path, cfg: WorldConfig | None = None, *, force: bool =
     if manifest_path.exists() and not force:
         old = json.loads(manifest_path.read_text())
         if old.get("config") == json.loads(json.dumps(cfg.to_dict())) and \
-                old.get("version") == __version__:
+                old.get("version") == __version__ and \
+                old.get("revision", 1) == WORLD_REVISION:
             log(f"world at {out} already matches this config; reusing it (--force to rebuild)")
             return old
     t0 = time.time()
@@ -176,6 +184,7 @@ def _build(root: Path, cfg: WorldConfig, log: Callable[[str], None]) -> dict[str
     manifest = {
         "kind": "world",
         "version": __version__,
+        "revision": WORLD_REVISION,
         "config": json.loads(json.dumps(cfg.to_dict())),
         "counts": {
             "images": {sp: len(scenes[sp]) for sp in SPLITS},

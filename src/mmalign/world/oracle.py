@@ -99,6 +99,17 @@ def question_set_quality(labels: list[str | None]) -> float:
     return quality * DUPLICATE_FACTOR if "duplicate" in labels else quality
 
 
+def asked_twin(labels: list[str | None], drawn: int) -> int | None:
+    """The question a repeat rewords: the drawn one if the set asks it clean, else the next
+    clean one (cyclically); None when every question was spoiled. Before world revision 2
+    the drawn question was reworded even when it had been spoiled away, so 354 of the 4000
+    default sets were scored as halved for a repeat they did not contain (docs/LOG.md,
+    session 24). Moving on instead of drawing again keeps the image's random stream, and
+    so every other candidate and annotation, unchanged."""
+    n = len(labels)
+    return next((j % n for j in range(drawn, drawn + n) if labels[j % n] is None), None)
+
+
 def question_annotation(scene: Scene, image: str, rng: np.random.Generator, k: int,
                         noise: float) -> Annotated:
     """K candidate question sets (conversation style) for one image."""
@@ -117,12 +128,13 @@ def question_annotation(scene: Scene, image: str, rng: np.random.Generator, k: i
                 q, label = it.question, None
             questions.append(q)
             labels.append(label)
-        duplicate = not clean_set and rng.random() < 0.3
-        if duplicate:
-            t = int(rng.integers(len(items)))
-            kind = KINDS[items[t].kind]
-            questions.append(kind.question(scene, items[t].params, MACHINE,
-                                           (items[t].variant + 1) % kind.n_variants))
+        twin = None
+        if not clean_set and rng.random() < 0.3:
+            twin = asked_twin(labels, int(rng.integers(len(items))))
+        if twin is not None:
+            kind = KINDS[items[twin].kind]
+            questions.append(kind.question(scene, items[twin].params, MACHINE,
+                                           (items[twin].variant + 1) % kind.n_variants))
             labels.append("duplicate")
         key = tuple(questions)
         if key in seen:
@@ -130,7 +142,8 @@ def question_annotation(scene: Scene, image: str, rng: np.random.Generator, k: i
         seen.add(key)
         quality = question_set_quality(labels)
         rows.append({"questions": questions, "score": _noisy(quality, noise, rng)})
-        truth.append({"defects": [lab for lab in labels if lab], "quality": round(quality, 4)})
+        truth.append({"defects": [lab for lab in labels if lab], "quality": round(quality, 4),
+                      "labels": labels} | ({} if twin is None else {"repeats": twin}))
     rid = f"{scene.image_id}-q"
     return Annotated(row={"id": rid, "image": image, "category": "conversation",
                           "candidates": rows},

@@ -72,6 +72,25 @@ def test_existing_world_is_reused_and_force_rebuilds(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
 
 
+def test_a_world_of_an_earlier_revision_is_rebuilt_not_reused(tmp_path):
+    import json
+
+    from mmalign.world.make import WORLD_REVISION
+
+    out = tmp_path / "w"
+    cfg = WorldConfig(seed=1, pretrain_images=5, corpus_images=5, annotation_images=5,
+                      bench_images=5)
+    make_world(out, cfg, log=lambda _: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["revision"] == WORLD_REVISION
+    del manifest["revision"]  # as a world built before revisions were recorded
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    logs = []
+    make_world(out, cfg, log=logs.append)
+    assert not any("reusing" in line for line in logs)
+    assert json.loads((out / "manifest.json").read_text())["revision"] == WORLD_REVISION
+
+
 def test_bench_images_never_appear_in_training(small_world, scenes):
     train = [s for s in scenes.values() if s.split != "bench"]
     bench = [s for s in scenes.values() if s.split == "bench"]

@@ -165,6 +165,31 @@ def test_annotation_scores_rank_clean_above_defective(small_world):
                for r in q_rows)
 
 
+def test_a_repeated_question_rewords_one_the_set_still_asks(small_world):
+    """The truth's per-question labels line up with the set; a repeat (the last question)
+    rewords a question the set asks clean, so the defect the score halves is in the text."""
+    from mmalign.world.oracle import asked_twin, question_set_quality
+
+    truth = {t["id"]: t["candidates"] for t in read_jsonl(small_world / "truth" /
+                                                          "annotations.jsonl")
+             if t["file"] == "questions.jsonl"}
+    repeats = 0
+    for r in read_jsonl(small_world / "annotations" / "questions.jsonl"):
+        for c, t in zip(r["candidates"], truth[r["id"]], strict=True):
+            labels = t["labels"]
+            assert len(labels) == len(c["questions"])
+            assert t["quality"] == round(question_set_quality(labels), 4)
+            assert ("repeats" in t) == ("duplicate" in labels)
+            if "repeats" in t:
+                repeats += 1
+                assert labels[-1] == "duplicate" and labels[t["repeats"]] is None
+                assert c["questions"][-1] != c["questions"][t["repeats"]]
+    assert repeats > 20
+    assert asked_twin(["vague", None, None], 0) == 1
+    assert asked_twin([None, "vague", "truncated"], 2) == 0
+    assert asked_twin(["vague", "ungrounded"], 1) is None
+
+
 def test_clean_set_asks_every_question_right_after_the_image(small_world):
     """Evaluation asks one question right after the image; the clean set teaches exactly that,
     one turn per record, so no answer can be read off an earlier turn's text."""

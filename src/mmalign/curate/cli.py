@@ -66,7 +66,10 @@ def reward(
     head_hidden: int = typer.Option(32, help="The likelihood readout's MLP width."),
     likelihood_features: str = typer.Option(
         None, help="The likelihood head's inputs, comma-separated, from sum, mean, min, "
-        "tokens, end, early_end (default: sum,mean,min,tokens)."),
+        "tokens, end, early_end, redundancy (default: sum,mean,min,tokens)."),
+    line_reader: Path = typer.Option(
+        None, help="The VLM that reads each line alone for the redundancy feature, saved "
+        "with the head (default: the backbone)."),
     lora: bool = typer.Option(False, "--lora", help="LoRA on the language model + projector."),
     lora_r: int = typer.Option(16),
     freeze_vision: bool = typer.Option(False, help="Full fine-tuning, vision tower frozen."),
@@ -90,7 +93,8 @@ def reward(
         gradient_accumulation_steps=grad_accum, learning_rate=lr, max_length=max_length,
         layout=layout, readout=readout, beta=beta, head_hidden=head_hidden,
         likelihood_features=([f.strip() for f in likelihood_features.split(",")]
-                             if likelihood_features else None), lora=lora,
+                             if likelihood_features else None),
+        line_reader=str(line_reader) if line_reader else None, lora=lora,
         lora_r=lora_r, lora_alpha=2 * lora_r, freeze_vision_tower=freeze_vision,
         logging_steps=logging_steps, save_steps=save_steps,
         report_to=[r.strip() for r in report_to.split(",")], seed=seed)

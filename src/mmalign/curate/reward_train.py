@@ -82,6 +82,9 @@ class RewardTrainConfig:
     # the likelihood head's inputs (names from models/reward.py
     # LIKELIHOOD_FEATURES; None: DEFAULT_LIKELIHOOD_FEATURES, the four of sum, mean, min, tokens)
     likelihood_features: list[str] | None = None
+    # the VLM that reads single lines for the redundancy feature, saved with the head
+    # (None: the backbone reads them)
+    line_reader: str | None = None
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -351,7 +354,8 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
                                           readout=cfg.readout, beta=cfg.beta,
                                           head_hidden=cfg.head_hidden,
                                           features=(cfg.likelihood_features
-                                                    or DEFAULT_LIKELIHOOD_FEATURES))
+                                                    or DEFAULT_LIKELIHOOD_FEATURES),
+                                          line_reader=cfg.line_reader)
     rm.max_length = cfg.max_length
     rm.layout = check_layout(cfg.layout, "RewardTrainConfig.layout")
     rm.info = {"kind": kind, "annotations": [str(p) for p in cfg.annotations]}

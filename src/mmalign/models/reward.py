@@ -43,6 +43,12 @@ Three readouts:
   not trained, so the head is fitted on features computed once (`fit_likelihood_head`).
   The statistics are the usual token-probability features of hallucination detection
   (e.g. Manakul et al., 2023, SelfCheckGPT's avg and max -log p). Not the paper's design.
+  One opt-in feature reads the text's lines instead of its tokens: `redundancy`, the highest
+  cosine similarity between two lines' states, each line read alone as the user's question
+  with the image, the state where the answer would begin (a line reader's last hidden state:
+  the backbone, or another VLM saved with the head in `line_reader/`). A question set that
+  asks one thing twice in other words has two lines the reader would answer alike; read in
+  place, the repeat is just a likely line (docs/results.md, sessions 23 and 24).
 
 A saved reward model is a plain HF model folder (LoRA merged in) with the processor, plus
 `reward_head.safetensors` and `reward_config.json`; any tool can still load the backbone. An
@@ -73,8 +79,13 @@ HEAD_FILE = "reward_head.safetensors"
 CONFIG_FILE = "reward_config.json"
 REFERENCE_DIR = "reference"
 FORMAT_VERSION = 1
+LINE_READER_DIR = "line_reader"
 READOUTS = ("last", "implicit", "likelihood")
-LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens", "end", "early_end")
+LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens", "end", "early_end", "redundancy")
+# Features read from the items' texts (their lines), not from one encoded batch.
+LINE_FEATURES = ("redundancy",)
+# `redundancy` of a text of one line, which has no pair of lines: below any cosine.
+NO_LINE_PAIR = -1.0
 # The head's inputs unless others are chosen, and what a saved config without
 # `likelihood_features` (from before session 21) read. end and early_end are opt-in: they
 # tell a padded answer from its clean one without fail (early_end -0.00 against a median of
@@ -140,7 +151,8 @@ class VLMRewardModel(nn.Module):
                  base_model: str = "", info: dict[str, Any] | None = None,
                  readout: str = "last", beta: float = 0.1,
                  reference: nn.Module | None = None, head_hidden: int = 32,
-                 features: Sequence[str] = DEFAULT_LIKELIHOOD_FEATURES):
+                 features: Sequence[str] = DEFAULT_LIKELIHOOD_FEATURES,
+                 line_reader: tuple[nn.Module, Any] | None = None):
         super().__init__()
         self.readout = check_readout(readout)
         if readout != "last" and num_outputs != 1:
@@ -177,11 +189,20 @@ class VLMRewardModel(nn.Module):
         object.__setattr__(self, "_reference", reference)
         if readout == "implicit" and reference is None:
             raise ValueError("the implicit readout needs a reference model")
+        # The `redundancy` feature's reader of single lines, (model, processor), frozen and
+        # out of the tree like the reference; None: the backbone reads them.
+        if line_reader is not None:
+            if readout != "likelihood" or "redundancy" not in self.features:
+                raise ValueError("a line reader is read only by the likelihood readout's "
+                                 "redundancy feature")
+            line_reader[0].eval().requires_grad_(False)
+        object.__setattr__(self, "_line_reader", line_reader)
 
-    def _apply(self, fn, recurse=True):  # .to(), .float(), ...: the reference follows
+    def _apply(self, fn, recurse=True):  # .to(), .float(), ...: the frozen models follow
         super()._apply(fn, recurse)
-        if self._reference is not None:
-            self._reference._apply(fn, recurse)
+        for other in (self._reference, self._line_reader and self._line_reader[0]):
+            if other is not None:
+                other._apply(fn, recurse)
         return self
 
     # ------------------------------------------------------------------ construction
@@ -191,10 +212,12 @@ class VLMRewardModel(nn.Module):
                       dtype: str | None = "fp32", device: str | None = None, seed: int = 0,
                       trust_remote_code: bool = False, readout: str = "last",
                       beta: float = 0.1, head_hidden: int = 32,
-                      features: Sequence[str] = DEFAULT_LIKELIHOOD_FEATURES) -> VLMRewardModel:
+                      features: Sequence[str] = DEFAULT_LIKELIHOOD_FEATURES,
+                      line_reader: str | os.PathLike | None = None) -> VLMRewardModel:
         """A reward model on a pretrained VLM, with a freshly initialised head (seeded); for the
         implicit readout, a second copy of the VLM as the frozen reference. `features`: the
-        likelihood head's inputs."""
+        likelihood head's inputs; `line_reader`: the VLM that reads single lines for the
+        redundancy feature (default: the backbone)."""
         from mmalign.models.load import load_vlm
 
         backbone, processor = load_vlm(name_or_path, dtype=dtype, device=device,
@@ -204,9 +227,13 @@ class VLMRewardModel(nn.Module):
             import copy
 
             reference = copy.deepcopy(backbone)
+        reader = None
+        if line_reader is not None:
+            reader = load_vlm(line_reader, dtype=dtype, device=device,
+                              trust_remote_code=trust_remote_code)
         rm = cls(backbone, processor, num_outputs=num_outputs, base_model=str(name_or_path),
                  readout=readout, beta=beta, reference=reference, head_hidden=head_hidden,
-                 features=features)
+                 features=features, line_reader=reader)
         gen = torch.Generator().manual_seed(seed)
         std = getattr(backbone.config.get_text_config(), "initializer_range", 0.02)
         with torch.no_grad():
@@ -240,11 +267,17 @@ class VLMRewardModel(nn.Module):
                 raise FileNotFoundError(f"{path}: an implicit reward model needs its reference "
                                         f"model in {path / REFERENCE_DIR}")
             reference = load_vlm(path / REFERENCE_DIR, dtype=dtype, device=device)[0]
+        reader = None
+        if cfg.get("line_reader"):
+            if not (path / LINE_READER_DIR).is_dir():
+                raise FileNotFoundError(f"{path}: this reward model's redundancy feature needs "
+                                        f"its line reader in {path / LINE_READER_DIR}")
+            reader = load_vlm(path / LINE_READER_DIR, dtype=dtype, device=device)
         rm = cls(backbone, processor, num_outputs=cfg["num_outputs"],
                  base_model=cfg.get("base_model", ""), info=cfg.get("info", {}),
                  readout=readout, beta=cfg.get("beta", 0.1), reference=reference,
                  head_hidden=cfg.get("head_hidden", 32),
-                 features=_saved_features(cfg, path / CONFIG_FILE))
+                 features=_saved_features(cfg, path / CONFIG_FILE), line_reader=reader)
         rm.max_length = cfg.get("max_length")
         rm.layout = check_layout(cfg.get("layout", "user"), path / CONFIG_FILE)
         rm.scored_span = check_span(cfg.get("scored_span", "to_end"), path / CONFIG_FILE)
@@ -276,12 +309,16 @@ class VLMRewardModel(nn.Module):
         else:
             save_file({k: v.detach().contiguous().cpu()
                        for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
+        if self._line_reader is not None:  # a whole model folder too
+            self._line_reader[0].save_pretrained(path / LINE_READER_DIR)
+            self._line_reader[1].save_pretrained(path / LINE_READER_DIR)
         (path / CONFIG_FILE).write_text(json.dumps({
             "format_version": FORMAT_VERSION, "num_outputs": self.num_outputs,
             "hidden_size": self.hidden_size, "base_model": self.base_model,
             "max_length": self.max_length, "layout": self.layout, "readout": self.readout,
             "scored_span": self.scored_span, "likelihood_features": list(self.features),
-            "beta": self.beta, "head_hidden": self.head_hidden, "info": self.info},
+            "beta": self.beta, "head_hidden": self.head_hidden, "info": self.info,
+            "line_reader": self._line_reader is not None},
             indent=2) + "\n")
         return path
 
@@ -327,7 +364,7 @@ class VLMRewardModel(nn.Module):
         scored text's tokens, needed by the implicit readout (`encode` gives it)."""
         if self.readout == "implicit":
             return self._implicit_scores(input_ids, attention_mask, score_mask, vision)
-        if self.readout == "likelihood":
+        if self.readout == "likelihood":  # (score() also reads LINE_FEATURES)
             return self.head(self.likelihood_features(input_ids, attention_mask, score_mask,
                                                       **vision))
         inner = language_model_of(self.backbone)
@@ -368,7 +405,19 @@ class VLMRewardModel(nn.Module):
     def likelihood_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                             score_mask: torch.Tensor | None, **vision: Any) -> torch.Tensor:
         """(B, F) statistics of the backbone's log-probs of the scored tokens, the columns
-        `self.features` (LIKELIHOOD_FEATURES: sum, mean, min, token count, end, early_end)."""
+        `self.features` (LIKELIHOOD_FEATURES: sum, mean, min, token count, end, early_end).
+        LINE_FEATURES need the texts: `likelihood_features_of` reads them."""
+        return self._token_features(self.features, input_ids, attention_mask, score_mask,
+                                    vision)
+
+    def _token_features(self, names: Sequence[str], input_ids: torch.Tensor,
+                        attention_mask: torch.Tensor, score_mask: torch.Tensor | None,
+                        vision: dict[str, Any]) -> torch.Tensor:
+        """The columns `names` of `likelihood_features` (none of LINE_FEATURES): (B, F)."""
+        line = sorted(set(names) & set(LINE_FEATURES))
+        if line:
+            raise ValueError(f"the likelihood feature(s) {line} read the scored texts' lines: "
+                             f"use likelihood_features_of or score, not an encoded batch")
         logits, labels, mask = self._scored_logits(self.backbone, input_ids, attention_mask,
                                                    score_mask, vision)
         logp = token_logps(logits, labels)
@@ -377,7 +426,7 @@ class VLMRewardModel(nn.Module):
         columns = {"sum": total, "mean": total / count.clamp(min=1),
                    "min": logp.masked_fill(~mask, float("inf")).min(-1).values,
                    "tokens": count}
-        if {"end", "early_end"} & set(self.features):  # opt-in: a second pass over the vocab
+        if {"end", "early_end"} & set(names):  # opt-in: a second pass over the vocab
             self.check_features_span("likelihood_features")
             # The scored span ends with the end-of-turn token (`through_turn_text`): its
             # log-prob there, and the log-prob of that same token at every earlier position.
@@ -389,7 +438,7 @@ class VLMRewardModel(nn.Module):
             columns["end"] = logp[rows, last]
             columns["early_end"] = (end_logp.masked_fill(~earlier, NO_EARLY_END)
                                     .max(-1).values.clamp(min=NO_EARLY_END))
-        return torch.stack([columns[name] for name in self.features], -1)
+        return torch.stack([columns[name] for name in names], -1)
 
     def check_features_span(self, where: Any) -> None:
         """`end` and `early_end` read the end-of-turn token, which only the turn span scores."""
@@ -401,10 +450,69 @@ class VLMRewardModel(nn.Module):
     @torch.no_grad()
     def likelihood_features_of(self, items: Sequence[RewardInput], batch_size: int = 16
                                ) -> torch.Tensor:
-        """`likelihood_features` of `items`, in order: (N, len(self.features)) on the CPU."""
-        out = [self.likelihood_features(**batch).float().cpu()
-               for batch in self._encoded_batches(items, batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, len(self.features))
+        """`likelihood_features` of `items`, in order: (N, len(self.features)) on the CPU,
+        LINE_FEATURES included."""
+        token_names = [f for f in self.features if f not in LINE_FEATURES]
+        columns: dict[str, torch.Tensor] = {}
+        if token_names:
+            out = [self._token_features(token_names, **_split_vision(batch)).float().cpu()
+                   for batch in self._encoded_batches(items, batch_size)]
+            table = torch.cat(out) if out else torch.zeros(0, len(token_names))
+            columns = {name: table[:, j] for j, name in enumerate(token_names)}
+        if "redundancy" in self.features:
+            columns["redundancy"] = self.line_redundancy(items, batch_size)
+        return torch.stack([columns[name] for name in self.features], -1)
+
+    @torch.no_grad()
+    def line_redundancy(self, items: Sequence[RewardInput], batch_size: int = 16
+                        ) -> torch.Tensor:
+        """The `redundancy` feature of `items` (N,): the highest cosine similarity between two
+        of a scored text's lines, each read alone (`line_states`); NO_LINE_PAIR for a text of
+        fewer than two lines."""
+        lines = [[ln for ln in turns_split(it.text)[1].split("\n") if ln.strip()]
+                 for it in items]
+        states = self.line_states([(it.images, ln) for it, ls in zip(items, lines, strict=True)
+                                   for ln in ls], batch_size)
+        out, start = torch.full((len(items),), NO_LINE_PAIR), 0
+        for i, ls in enumerate(lines):
+            s = nn.functional.normalize(states[start:start + len(ls)], dim=-1)
+            start += len(ls)
+            if len(ls) > 1:
+                sim = (s @ s.T).masked_fill(torch.eye(len(ls), dtype=torch.bool), -2.0)
+                out[i] = sim.max()
+        return out
+
+    @torch.no_grad()
+    def line_states(self, lines: Sequence[tuple[Sequence[Any], str]], batch_size: int = 16
+                    ) -> torch.Tensor:
+        """(N, H) on the CPU: each (images, line) read by the line reader as the user's
+        question with the images, its last hidden state where the answer would begin."""
+        from mmalign.io.images import load_image
+
+        model, processor = self._line_reader or (self.backbone, self.processor)
+        was_training = model.training
+        model.eval()
+        out = []
+        try:
+            for start in range(0, len(lines), batch_size):
+                chunk = lines[start:start + batch_size]
+                counts = {len(images) for images, _ in chunk}
+                if len(counts) != 1:  # as encode_inputs: one image count per batch
+                    raise ValueError(f"a batch mixes items with {sorted(counts)} images")
+                n = counts.pop()
+                texts = [question_prompt(processor, n, line) for _, line in chunk]
+                images = None if not n else [
+                    [im if not isinstance(im, str | Path) else load_image(im) for im in imgs]
+                    for imgs, _ in chunk]
+                enc = processor(images=images, text=texts, padding=True, padding_side="right",
+                                return_tensors="pt").to(next(model.parameters()).device)
+                hidden = model(**enc, use_cache=False, output_hidden_states=True,
+                               logits_to_keep=1).hidden_states[-1]
+                last = last_token_index(enc["attention_mask"])
+                out.append(hidden[torch.arange(len(last)), last].float().cpu())
+        finally:
+            model.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, self.hidden_size)
 
     def _implicit_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          score_mask: torch.Tensor | None, vision: dict[str, Any]
@@ -428,6 +536,14 @@ class VLMRewardModel(nn.Module):
     @torch.no_grad()
     def score(self, items: Sequence[RewardInput], batch_size: int = 16) -> list[float]:
         """Scores of `items`, in order (scalar head)."""
+        if self.readout == "likelihood" and set(self.features) & set(LINE_FEATURES):
+            was_training = self.training
+            self.eval()
+            try:
+                feats = self.likelihood_features_of(items, batch_size).to(self.device)
+                return [float(s) for s in self.head(feats).float().cpu()]
+            finally:
+                self.train(was_training)
         return [float(s) for batch in self._encoded_batches(items, batch_size)
                 for s in self(**batch).float().cpu()]
 
@@ -557,6 +673,23 @@ def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user"
     if scored is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": scored}]})
     return processor.apply_chat_template(messages, tokenize=False)
+
+
+def question_prompt(processor: Any, n_images: int, question: str) -> str:
+    """A user turn of the images and `question`, then the generation prompt: the text after
+    which the model would answer (the `user` layout's turn, as the line reader reads it)."""
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+    content.append({"type": "text", "text": ("\n" if n_images else "") + question})
+    return processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def _split_vision(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """An encoded batch as `_token_features`' keyword arguments."""
+    rest = {k: v for k, v in batch.items()
+            if k not in ("input_ids", "attention_mask", "score_mask")}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "score_mask": batch.get("score_mask"), "vision": rest}
 
 
 def encode_inputs(processor: Any, items: Sequence[RewardInput],

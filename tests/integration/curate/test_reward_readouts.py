@@ -16,6 +16,8 @@ from mmalign.io.images import load_image
 from mmalign.models.reward import (
     DEFAULT_LIKELIHOOD_FEATURES,
     LIKELIHOOD_FEATURES,
+    LINE_READER_DIR,
+    NO_LINE_PAIR,
     REFERENCE_DIR,
     RewardInput,
     VLMRewardModel,
@@ -199,7 +201,7 @@ def test_likelihood_features_are_the_answer_tokens_log_prob_statistics(tiny_mode
     # end: the log-prob of </s> where the answer ends; early_end: the most the model
     # expected </s> at any token before it
     expected = [logps.sum().item(), logps.mean().item(), logps.min().item(), len(logps),
-                logps[-1].item(), end[:-1].max().item()]
+                logps[-1].item(), end[:-1].max().item(), NO_LINE_PAIR]  # one line: no pair
     assert feats[1].tolist() == pytest.approx(expected, abs=1e-4)
     # alone or padded in a batch, the same features; the score is the head of them
     assert rm.likelihood_features_of(items[1:2])[0].tolist() == pytest.approx(expected, abs=1e-4)
@@ -245,6 +247,69 @@ def test_likelihood_features_are_chosen_by_name_and_saved(tiny_model, tiny_world
                                        "scored_span": "to_end"}))
     with pytest.raises(ValueError, match="need scored_span 'turn'"):
         VLMRewardModel.from_pretrained(tmp_path / "some")
+
+
+def _line_state(model, processor, image, line: str) -> torch.Tensor:
+    """The last hidden state after `line` asked alone with the image, apart from the reward
+    model's code: the template by hand, one input, no padding."""
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "\n" + line}]}]
+    prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    enc = processor(text=[prompt], images=[[load_image(image)]], return_tensors="pt")
+    with torch.no_grad():
+        return model(**enc, output_hidden_states=True).hidden_states[-1][0, -1].float()
+
+
+def test_redundancy_is_the_closest_pair_of_lines_each_read_alone(tiny_model, tiny_world,
+                                                                 tmp_path):
+    rm = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2,
+                                      features=["mean", "redundancy"])
+    rm.layout = "turns"
+    image = _items(tiny_world)[2].images[0]
+    lines = ["What color is the ring?", "Is there a cross?", "How many shapes are there?"]
+    states = [_line_state(rm.backbone, rm.processor, image, q) for q in lines]
+    cos = torch.nn.functional.cosine_similarity
+    items = [RewardInput([image], "\n".join(lines)), RewardInput([image], lines[0]),
+             RewardInput([image], "\n".join(lines[:2] + [lines[0]])),  # asks one thing twice
+             RewardInput([image], "\n".join(lines[:2]))]
+    feats = rm.likelihood_features_of(items, batch_size=2)
+    closest = max(cos(states[i], states[j], dim=0).item() for i, j in [(0, 1), (0, 2), (1, 2)])
+    assert feats[:, 1].tolist() == pytest.approx(
+        [closest, NO_LINE_PAIR, 1.0, cos(states[0], states[1], dim=0).item()], abs=1e-4)
+    # the token statistics are the same as without the line feature
+    plain = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", features=["mean"])
+    plain.layout = "turns"
+    torch.testing.assert_close(feats[:, :1], plain.likelihood_features_of(items))
+    with torch.no_grad():
+        assert rm.score(items, batch_size=3) == pytest.approx(rm.head(feats).tolist(), abs=1e-5)
+    with pytest.raises(ValueError, match="read the scored texts' lines"):
+        rm(**rm.encode(items))  # an encoded batch has no lines to read
+    # another VLM may read the lines; it is saved with the head and reloaded
+    reader = AutoModelForImageTextToText.from_pretrained(tiny_model)
+    _perturb(reader, std=0.05)
+    reader.save_pretrained(tmp_path / "reader")
+    rm.processor.save_pretrained(tmp_path / "reader")
+    other = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2,
+                                         features=["mean", "redundancy"],
+                                         line_reader=tmp_path / "reader")
+    other.layout = "turns"
+    theirs = other.likelihood_features_of(items)
+    torch.testing.assert_close(theirs[:, :1], feats[:, :1])  # the backbone reads the tokens
+    assert theirs[3, 1].item() == pytest.approx(cos(
+        *[_line_state(reader, rm.processor, image, q) for q in lines[:2]], dim=0).item(),
+        abs=1e-4)
+    assert theirs[3, 1].item() != pytest.approx(feats[3, 1].item(), abs=1e-4)
+    other.save_pretrained(tmp_path / "rm")
+    assert json.loads((tmp_path / "rm" / "reward_config.json").read_text())["line_reader"]
+    again = VLMRewardModel.from_pretrained(tmp_path / "rm")
+    assert again.score(items) == pytest.approx(other.score(items), abs=1e-5)
+    import shutil
+
+    shutil.rmtree(tmp_path / "rm" / LINE_READER_DIR)
+    with pytest.raises(FileNotFoundError, match="needs its line reader"):
+        VLMRewardModel.from_pretrained(tmp_path / "rm")
+    with pytest.raises(ValueError, match="only by the likelihood readout's redundancy"):
+        VLMRewardModel.from_backbone(tiny_model, readout="likelihood", features=["mean"],
+                                     line_reader=tmp_path / "reader")
 
 
 def test_rewrite_log_likelihood_scores_the_same_span_as_the_readouts(tiny_model, tiny_world):

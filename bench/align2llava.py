@@ -98,7 +98,9 @@ DIFFS = (("curated", "full"), ("curated", "random"),
          ("oracle", "random"))  # the last: what a perfect defect filter buys over chance
 RM_KINDS = ("question", "answer")
 # RewardTrainConfig fields the experiment sets from its own (world, base, out): not overridable.
-EXPERIMENT_OWNED_RM_FIELDS = {"model", "annotations", "output_dir", "kind", "image_root"}
+EXPERIMENT_OWNED_RM_FIELDS = {"model", "annotations", "output_dir", "kind", "image_root",
+                              "line_reader"}
+LINE_READERS = ("backbone", "rm_backbone", "base")
 log = logging.getLogger("align2llava")
 
 
@@ -132,6 +134,11 @@ class Align2LLaVAExperiment:
     # Per kind, RewardTrainConfig fields that replace the shared ones above for that kind, e.g.
     # {answer: {readout: likelihood, max_steps: 3000, per_device_train_batch_size: 256}}.
     rm_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Who reads the lines of an RM whose likelihood_features include `redundancy`
+    # (models/reward.py): backbone, the RM's own; rm_backbone, the corpus-style backbone
+    # below (OUT/rm_backbone, which answers questions; the question phase's model writes
+    # them); base. Saved with the RM (session 24).
+    rm_line_reader: str = "backbone"
 
     # --- the reward models' backbone. The paper's RMs start from LLaVA-1.5, which was tuned
     # on LLaVA-Instruct-style data before it judged any; the tiny base never saw the corpus's
@@ -229,6 +236,9 @@ class Align2LLaVAExperiment:
             unknown = sorted(set(kinds) - set(RM_KINDS))
             if unknown:
                 raise RecipeError(f"{name}: unknown kind(s) {unknown}; known: {list(RM_KINDS)}")
+        if self.rm_line_reader not in LINE_READERS:
+            raise RecipeError(f"rm_line_reader: {self.rm_line_reader!r}, expected one of "
+                              f"{list(LINE_READERS)}")
         settable = set(field_defaults(_reward_config())) - EXPERIMENT_OWNED_RM_FIELDS
         for kind, fields in self.rm_overrides.items():
             unknown = sorted(set(fields) - settable)
@@ -365,10 +375,12 @@ def attribute_draw(scenes: list, share: float, beside: int, seed: int) -> list:
 
 
 def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: Path,
-                       backbone: Path) -> dict[str, Any]:
+                       backbone: Path, readers: dict[str, Path] | None = None
+                       ) -> dict[str, Any]:
     """OUT/rm_<kind>: the reward model of `kind` trained from `backbone` on the world's
     annotations, with `rm_overrides[kind]` applied; returns its report (held-out pairwise
-    accuracy before/after, pair counts, seconds)."""
+    accuracy before/after, pair counts, seconds). `readers`: the models rm_line_reader
+    names (rm_backbone, base), for an RM that reads `redundancy`."""
     from mmalign.curate.reward_train import RewardTrainConfig, train_reward
     from mmalign.models.reward import HEAD_FILE
 
@@ -384,6 +396,8 @@ def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: 
         freeze_vision_tower=exp.rm_freeze_vision, logging_steps=max(1, min(25, exp.rm_steps // 4)),
         save_steps=max(50, exp.rm_steps // 4), seed=exp.rm_seed)  # an interrupted run resumes
     cfg = replace(cfg, **exp.rm_overrides.get(kind, {}))
+    if "redundancy" in (cfg.likelihood_features or ()) and exp.rm_line_reader != "backbone":
+        cfg = replace(cfg, line_reader=str((readers or {})[exp.rm_line_reader]))
     check_settings(folder / "run.json", asdict(cfg), field_defaults(RewardTrainConfig))
     report = folder / "report.json"
     if report.is_file() and (folder / "final" / HEAD_FILE).is_file():
@@ -773,7 +787,8 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
     starts = {kind: backbone if kind in exp.rm_backbone_kinds else repo_path(exp.base)
               for kind in RM_KINDS}
     starts["question"] = train_question_backbone(exp, world, out, starts["question"])
-    reports = {kind: train_reward_model(exp, kind, world, out, starts[kind])
+    readers = {"rm_backbone": backbone, "base": repo_path(exp.base)}
+    reports = {kind: train_reward_model(exp, kind, world, out, starts[kind], readers)
                for kind in RM_KINDS}
     rms = {kind: Path(r["final"]) for kind, r in reports.items()}
     scored = score(exp, world, out, rms, device)

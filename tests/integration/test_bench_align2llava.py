@@ -185,8 +185,17 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
             "eval_batch_size=8", "device=cpu", "sft_mix=[clean.json:16]",
             "rm_backbone_steps=1", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
             "rm_backbone_attribute_steps=1", "rm_backbone_question_steps=1",
-            "rm_overrides.answer.max_steps=5"]
+            "rm_overrides.answer.max_steps=5",
+            "rm_overrides.question.likelihood_features=[sum,mean,min,tokens,redundancy]",
+            "rm_line_reader=rm_backbone"]
     assert a2l.main(args) == 0
+    # the question RM reads its lines with the corpus-style backbone, saved beside its head
+    reader = out / "rm_question" / "final" / "line_reader"
+    assert json.loads((reader.parent / "reward_config.json").read_text())["line_reader"]
+    from safetensors.torch import load_file
+
+    theirs = load_file(out / "rm_backbone" / "final" / "model.safetensors")
+    assert all(v.equal(theirs[k]) for k, v in load_file(reader / "model.safetensors").items())
 
     runs = json.loads((out / "align2llava.json").read_text())["runs"]
     assert list(runs) == ["base", "full", "curated", "random", "matched", "curated_rewrite",

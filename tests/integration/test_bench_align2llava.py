@@ -32,6 +32,9 @@ def test_shipped_recipe_loads():
     assert exp.rm_backbone_attribute_steps > 0  # run a2g's order: attributes, then corpus style
     assert {k: o["readout"] for k, o in exp.rm_overrides.items()} == {
         "question": "likelihood", "answer": "likelihood"}
+    # the question RM sees repeats: its lines read alone by the corpus-style backbone
+    assert "redundancy" in exp.rm_overrides["question"]["likelihood_features"]
+    assert exp.rm_line_reader == "rm_backbone"
     # session 9's recipe, as the docs' commands for the tables before session 17 give it
     old = a2l.load_experiment(RECIPE, ["rm_backbone_steps=0", "rm_steps=300", "rm_layout=user",
                                        "rm_overrides={}", "rm_backbone_question_steps=0",

@@ -375,8 +375,7 @@ def attribute_draw(scenes: list, share: float, beside: int, seed: int) -> list:
 
 
 def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: Path,
-                       backbone: Path, readers: dict[str, Path] | None = None
-                       ) -> dict[str, Any]:
+                       backbone: Path, readers: dict[str, Path]) -> dict[str, Any]:
     """OUT/rm_<kind>: the reward model of `kind` trained from `backbone` on the world's
     annotations, with `rm_overrides[kind]` applied; returns its report (held-out pairwise
     accuracy before/after, pair counts, seconds). `readers`: the models rm_line_reader
@@ -397,7 +396,7 @@ def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: 
         save_steps=max(50, exp.rm_steps // 4), seed=exp.rm_seed)  # an interrupted run resumes
     cfg = replace(cfg, **exp.rm_overrides.get(kind, {}))
     if "redundancy" in (cfg.likelihood_features or ()) and exp.rm_line_reader != "backbone":
-        cfg = replace(cfg, line_reader=str((readers or {})[exp.rm_line_reader]))
+        cfg = replace(cfg, line_reader=str(readers[exp.rm_line_reader]))
     check_settings(folder / "run.json", asdict(cfg), field_defaults(RewardTrainConfig))
     report = folder / "report.json"
     if report.is_file() and (folder / "final" / HEAD_FILE).is_file():

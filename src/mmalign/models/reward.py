@@ -408,11 +408,11 @@ class VLMRewardModel(nn.Module):
         `self.features` (LIKELIHOOD_FEATURES: sum, mean, min, token count, end, early_end).
         LINE_FEATURES need the texts: `likelihood_features_of` reads them."""
         return self._token_features(self.features, input_ids, attention_mask, score_mask,
-                                    vision)
+                                    **vision)
 
     def _token_features(self, names: Sequence[str], input_ids: torch.Tensor,
-                        attention_mask: torch.Tensor, score_mask: torch.Tensor | None,
-                        vision: dict[str, Any]) -> torch.Tensor:
+                        attention_mask: torch.Tensor, score_mask: torch.Tensor | None = None,
+                        **vision: Any) -> torch.Tensor:
         """The columns `names` of `likelihood_features` (none of LINE_FEATURES): (B, F)."""
         line = sorted(set(names) & set(LINE_FEATURES))
         if line:
@@ -455,7 +455,7 @@ class VLMRewardModel(nn.Module):
         token_names = [f for f in self.features if f not in LINE_FEATURES]
         columns: dict[str, torch.Tensor] = {}
         if token_names:
-            out = [self._token_features(token_names, **_split_vision(batch)).float().cpu()
+            out = [self._token_features(token_names, **batch).float().cpu()
                    for batch in self._encoded_batches(items, batch_size)]
             table = torch.cat(out) if out else torch.zeros(0, len(token_names))
             columns = {name: table[:, j] for j, name in enumerate(token_names)}
@@ -469,16 +469,26 @@ class VLMRewardModel(nn.Module):
         """The `redundancy` feature of `items` (N,): the highest cosine similarity between two
         of a scored text's lines, each read alone (`line_states`); NO_LINE_PAIR for a text of
         fewer than two lines."""
-        lines = [[ln for ln in turns_split(it.text)[1].split("\n") if ln.strip()]
-                 for it in items]
-        states = self.line_states([(it.images, ln) for it, ls in zip(items, lines, strict=True)
-                                   for ln in ls], batch_size)
-        out, start = torch.full((len(items),), NO_LINE_PAIR), 0
-        for i, ls in enumerate(lines):
-            s = nn.functional.normalize(states[start:start + len(ls)], dim=-1)
-            start += len(ls)
-            if len(ls) > 1:
-                sim = (s @ s.T).masked_fill(torch.eye(len(ls), dtype=torch.bool), -2.0)
+        # Candidates of one image share most of their questions: each distinct (images,
+        # line) is read once.
+        index: dict[tuple, int] = {}
+        reads: list[tuple[Sequence[Any], str]] = []
+        rows = []
+        for it in items:
+            key = tuple(str(im) if isinstance(im, str | Path) else id(im) for im in it.images)
+            row = []
+            for line in (ln for ln in turns_split(it.text)[1].split("\n") if ln.strip()):
+                if (key, line) not in index:
+                    index[key, line] = len(reads)
+                    reads.append((it.images, line))
+                row.append(index[key, line])
+            rows.append(row)
+        states = nn.functional.normalize(self.line_states(reads, batch_size), dim=-1)
+        out = torch.full((len(items),), NO_LINE_PAIR)
+        for i, row in enumerate(rows):
+            s = states[row]
+            if len(row) > 1:
+                sim = (s @ s.T).masked_fill(torch.eye(len(row), dtype=torch.bool), -2.0)
                 out[i] = sim.max()
         return out
 
@@ -487,8 +497,6 @@ class VLMRewardModel(nn.Module):
                     ) -> torch.Tensor:
         """(N, H) on the CPU: each (images, line) read by the line reader as the user's
         question with the images, its last hidden state where the answer would begin."""
-        from mmalign.io.images import load_image
-
         model, processor = self._line_reader or (self.backbone, self.processor)
         was_training = model.training
         model.eval()
@@ -496,14 +504,8 @@ class VLMRewardModel(nn.Module):
         try:
             for start in range(0, len(lines), batch_size):
                 chunk = lines[start:start + batch_size]
-                counts = {len(images) for images, _ in chunk}
-                if len(counts) != 1:  # as encode_inputs: one image count per batch
-                    raise ValueError(f"a batch mixes items with {sorted(counts)} images")
-                n = counts.pop()
+                n, images = batch_images([imgs for imgs, _ in chunk])
                 texts = [question_prompt(processor, n, line) for _, line in chunk]
-                images = None if not n else [
-                    [im if not isinstance(im, str | Path) else load_image(im) for im in imgs]
-                    for imgs, _ in chunk]
                 enc = processor(images=images, text=texts, padding=True, padding_side="right",
                                 return_tensors="pt").to(next(model.parameters()).device)
                 hidden = model(**enc, use_cache=False, output_hidden_states=True,
@@ -536,14 +538,9 @@ class VLMRewardModel(nn.Module):
     @torch.no_grad()
     def score(self, items: Sequence[RewardInput], batch_size: int = 16) -> list[float]:
         """Scores of `items`, in order (scalar head)."""
-        if self.readout == "likelihood" and set(self.features) & set(LINE_FEATURES):
-            was_training = self.training
-            self.eval()
-            try:
-                feats = self.likelihood_features_of(items, batch_size).to(self.device)
-                return [float(s) for s in self.head(feats).float().cpu()]
-            finally:
-                self.train(was_training)
+        if self.readout == "likelihood":  # the features of every item (lines included)
+            feats = self.likelihood_features_of(items, batch_size).to(self.device)
+            return [float(s) for s in self.head(feats).float().cpu()]
         return [float(s) for batch in self._encoded_batches(items, batch_size)
                 for s in self(**batch).float().cpu()]
 
@@ -661,10 +658,7 @@ def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user"
     prompt, scored = text, None  # "user": all of it in the user turn
     if layout == "turns":
         prompt, scored = turns_split(text)
-    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
-    if prompt or scored is None:
-        content.append({"type": "text", "text": ("\n" if n_images else "") + prompt})
-    messages = [{"role": "user", "content": content}]
+    messages = [user_turn(n_images, prompt if prompt or scored is None else None)]
     if prompt_only:
         if scored is None:
             raise ValueError("only the `turns` layout puts the scored text in a turn of its own")
@@ -675,21 +669,34 @@ def reward_prompt(processor: Any, n_images: int, text: str, layout: str = "user"
     return processor.apply_chat_template(messages, tokenize=False)
 
 
+def user_turn(n_images: int, text: str | None) -> dict[str, Any]:
+    """The user message of a reward input: the images, then `text` (if any) on a new line."""
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+    if text is not None:
+        content.append({"type": "text", "text": ("\n" if n_images else "") + text})
+    return {"role": "user", "content": content}
+
+
 def question_prompt(processor: Any, n_images: int, question: str) -> str:
     """A user turn of the images and `question`, then the generation prompt: the text after
     which the model would answer (the `user` layout's turn, as the line reader reads it)."""
-    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
-    content.append({"type": "text", "text": ("\n" if n_images else "") + question})
-    return processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+    return processor.apply_chat_template([user_turn(n_images, question)], tokenize=False,
                                          add_generation_prompt=True)
 
 
-def _split_vision(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """An encoded batch as `_token_features`' keyword arguments."""
-    rest = {k: v for k, v in batch.items()
-            if k not in ("input_ids", "attention_mask", "score_mask")}
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-            "score_mask": batch.get("score_mask"), "vision": rest}
+def batch_images(images_of: Sequence[Sequence[Any]]) -> tuple[int, list | None]:
+    """(images per item, the loaded images or None) of a batch; every item must have the
+    same number of images (the scorer groups them)."""
+    from mmalign.io.images import load_image
+
+    counts = {len(images) for images in images_of}
+    if len(counts) != 1:
+        raise ValueError(f"a batch mixes items with {sorted(counts)} images; group them first")
+    n = counts.pop()
+    if not n:
+        return 0, None
+    return n, [[im if not isinstance(im, str | Path) else load_image(im) for im in images]
+               for images in images_of]
 
 
 def encode_inputs(processor: Any, items: Sequence[RewardInput],
@@ -700,17 +707,8 @@ def encode_inputs(processor: Any, items: Sequence[RewardInput],
     is refused with a message, since it breaks every VLM forward. With `score_mask`
     (`turns` layout), also a (B, T) mask that is 1 on the scored tokens of `span`
     (`_scored_tokens`)."""
-    from mmalign.io.images import load_image
-
-    counts = {len(it.images) for it in items}
-    if len(counts) != 1:
-        raise ValueError(f"a batch mixes items with {sorted(counts)} images; group them first")
-    n_images = counts.pop()
+    n_images, images = batch_images([it.images for it in items])
     texts = [reward_prompt(processor, n_images, it.text, layout) for it in items]
-    images = None
-    if n_images:
-        images = [[im if not isinstance(im, str | Path) else load_image(im) for im in it.images]
-                  for it in items]
     enc = processor(images=images, text=texts, padding=True, padding_side="right",
                     return_tensors="pt")
     if score_mask:

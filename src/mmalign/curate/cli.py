@@ -70,6 +70,10 @@ def reward(
     line_reader: Path = typer.Option(
         None, help="The VLM that reads each line alone for the redundancy feature, saved "
         "with the head (default: the backbone)."),
+    likelihood_head: str = typer.Option(
+        "set", help="How the likelihood head reads a text: set, an MLP over its features; "
+        "lines, the mean over its lines of an MLP over each line's token log-prob statistics, "
+        "plus an MLP over its features and line count."),
     lora: bool = typer.Option(False, "--lora", help="LoRA on the language model + projector."),
     lora_r: int = typer.Option(16),
     freeze_vision: bool = typer.Option(False, help="Full fine-tuning, vision tower frozen."),
@@ -94,7 +98,8 @@ def reward(
         layout=layout, readout=readout, beta=beta, head_hidden=head_hidden,
         likelihood_features=([f.strip() for f in likelihood_features.split(",")]
                              if likelihood_features else None),
-        line_reader=str(line_reader) if line_reader else None, lora=lora,
+        line_reader=str(line_reader) if line_reader else None,
+        likelihood_head=likelihood_head, lora=lora,
         lora_r=lora_r, lora_alpha=2 * lora_r, freeze_vision_tower=freeze_vision,
         logging_steps=logging_steps, save_steps=save_steps,
         report_to=[r.strip() for r in report_to.split(",")], seed=seed)

@@ -85,6 +85,10 @@ class RewardTrainConfig:
     # the VLM that reads single lines for the redundancy feature, saved with the head
     # (None: the backbone reads them)
     line_reader: str | None = None
+    # how the likelihood head reads a text (models/reward.py LIKELIHOOD_HEADS): set, an MLP
+    # over its features; lines, the mean of a line MLP over its lines plus an MLP over its
+    # features and line count
+    likelihood_head: str = "set"
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -309,6 +313,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         VLMRewardModel,
         check_features,
         check_layout,
+        check_likelihood_head,
         check_readout,
         pairwise_accuracy,
     )
@@ -317,6 +322,10 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     check_readout(cfg.readout, "RewardTrainConfig.readout")  # before any reading or writing
     if cfg.likelihood_features is not None:
         check_features(cfg.likelihood_features, "RewardTrainConfig.likelihood_features")
+    check_likelihood_head(cfg.likelihood_head, "RewardTrainConfig.likelihood_head")
+    if cfg.likelihood_head != "set" and cfg.readout != "likelihood":
+        raise ValueError(f"likelihood_head={cfg.likelihood_head!r} is the likelihood "
+                         f"readout's; this one is {cfg.readout!r}")
     if cfg.readout != "last" and cfg.layout != "turns":
         raise ValueError(f"the {cfg.readout} readout scores the text as the model's own "
                          f"answer: it needs layout='turns'")
@@ -349,13 +358,18 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         if cfg.likelihood_features and tuple(cfg.likelihood_features) != rm.features:
             raise ValueError(f"{cfg.model}: a reward model reading {list(rm.features)} cannot "
                              f"continue with likelihood_features={cfg.likelihood_features}")
+        if cfg.likelihood_head != rm.likelihood_head:
+            raise ValueError(f"{cfg.model}: a reward model with the {rm.likelihood_head!r} "
+                             f"head cannot continue with likelihood_head="
+                             f"{cfg.likelihood_head!r}")
     else:
         rm = VLMRewardModel.from_backbone(cfg.model, dtype=cfg.dtype, seed=cfg.seed,
                                           readout=cfg.readout, beta=cfg.beta,
                                           head_hidden=cfg.head_hidden,
                                           features=(cfg.likelihood_features
                                                     or DEFAULT_LIKELIHOOD_FEATURES),
-                                          line_reader=cfg.line_reader)
+                                          line_reader=cfg.line_reader,
+                                          likelihood_head=cfg.likelihood_head)
     rm.max_length = cfg.max_length
     rm.layout = check_layout(cfg.layout, "RewardTrainConfig.layout")
     rm.info = {"kind": kind, "annotations": [str(p) for p in cfg.annotations]}
@@ -447,7 +461,7 @@ def fit_likelihood_head(rm, pairs: list[RewardPair], roots: dict[str, Path],
     epochs over the pairs) of `per_device_train_batch_size` pairs drawn at random."""
     import torch
 
-    from mmalign.models.reward import RewardInput, pairwise_loss
+    from mmalign.models.reward import RewardInput, cat_padded, pairwise_loss
 
     index: dict[tuple[str, str], int] = {}  # (image, text) -> row of the features
     sides: list[list[int]] = [[], []]  # each pair's better and worse row
@@ -461,15 +475,14 @@ def fit_likelihood_head(rm, pairs: list[RewardPair], roots: dict[str, Path],
         chunks.append(rm.likelihood_features_of(items[start:start + chunk], cfg.eval_batch_size))
         log.info("likelihood features: %d of %d texts", start + len(chunks[-1]), len(items))
     head = rm.head
-    feats = torch.cat(chunks).to(head.feature_mean.device)
+    feats = cat_padded(chunks).to(head.feature_mean.device)  # chunks differ in most lines
     better, worse = torch.tensor(sides[0]), torch.tensor(sides[1])
     with torch.no_grad():
-        head.feature_mean.copy_(feats.mean(0))
-        head.feature_std.copy_(feats.std(0).clamp(min=1e-6))
+        head.standardise(feats)
     batch = cfg.per_device_train_batch_size
     steps = (cfg.max_steps if cfg.max_steps > 0
              else max(1, math.ceil(cfg.num_train_epochs * len(pairs) / batch)))
-    opt = torch.optim.AdamW(head.mlp.parameters(), lr=cfg.learning_rate,
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate,
                             weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     head.train()

@@ -93,6 +93,16 @@ NO_LINE_PAIR = -1.0
 # beats every factual error, the head learns to score padding up: held out 0.779 against
 # 0.794, and more padded answers kept by the cascade (docs/results.md, session 21).
 DEFAULT_LIKELIHOOD_FEATURES = LIKELIHOOD_FEATURES[:4]
+# The `lines` head's statistics of each line of the scored text (a line ends at a token that
+# holds a newline, the last one at the scored span's end): its tokens' log-prob sum, mean,
+# minimum, count, the minimum after the line's first token (which starts a new question
+# and is hard to predict whatever the line), the last token's, and the median after the first.
+LINE_STATISTICS = ("sum", "mean", "min", "tokens", "min_after_first", "last", "median")
+# How the likelihood head reads a text: `set`, an MLP over the text's features; `lines`, the
+# mean over the text's lines of an MLP over each line's LINE_STATISTICS, plus an MLP over the
+# text's features and its line count (docs/results.md, session 26: on the world's question
+# sets, one spoiled line no longer sets the whole set's minimum).
+LIKELIHOOD_HEADS = ("set", "lines")
 # `early_end` of a one-token text, which has no earlier token: a log-prob no real
 # end-of-turn prediction reaches, kept finite for the head's standardisation.
 NO_EARLY_END = -50.0
@@ -152,7 +162,8 @@ class VLMRewardModel(nn.Module):
                  readout: str = "last", beta: float = 0.1,
                  reference: nn.Module | None = None, head_hidden: int = 32,
                  features: Sequence[str] = DEFAULT_LIKELIHOOD_FEATURES,
-                 line_reader: tuple[nn.Module, Any] | None = None):
+                 line_reader: tuple[nn.Module, Any] | None = None,
+                 likelihood_head: str = "set"):
         super().__init__()
         self.readout = check_readout(readout)
         if readout != "last" and num_outputs != 1:
@@ -163,8 +174,13 @@ class VLMRewardModel(nn.Module):
         hidden = backbone.config.get_text_config().hidden_size
         # The likelihood head's inputs, in order (a subset of LIKELIHOOD_FEATURES).
         self.features = check_features(features)
-        self.head = (LikelihoodHead(head_hidden, len(self.features)) if readout == "likelihood"
+        self.likelihood_head = check_likelihood_head(likelihood_head)
+        if likelihood_head != "set" and readout != "likelihood":
+            raise ValueError(f"the {likelihood_head!r} head is the likelihood readout's")
+        head_class = LineHead if likelihood_head == "lines" else LikelihoodHead
+        self.head = (head_class(head_hidden, len(self.features)) if readout == "likelihood"
                      else nn.Linear(hidden, num_outputs))
+        object.__setattr__(self, "_newline_ids", None)  # (V,) bool, built when first read
         self.head_hidden = head_hidden
         self.hidden_size = hidden
         if readout == "likelihood":  # read, never trained
@@ -213,11 +229,12 @@ class VLMRewardModel(nn.Module):
                       trust_remote_code: bool = False, readout: str = "last",
                       beta: float = 0.1, head_hidden: int = 32,
                       features: Sequence[str] = DEFAULT_LIKELIHOOD_FEATURES,
-                      line_reader: str | os.PathLike | None = None) -> VLMRewardModel:
+                      line_reader: str | os.PathLike | None = None,
+                      likelihood_head: str = "set") -> VLMRewardModel:
         """A reward model on a pretrained VLM, with a freshly initialised head (seeded); for the
         implicit readout, a second copy of the VLM as the frozen reference. `features`: the
         likelihood head's inputs; `line_reader`: the VLM that reads single lines for the
-        redundancy feature (default: the backbone)."""
+        redundancy feature (default: the backbone); `likelihood_head`: LIKELIHOOD_HEADS."""
         from mmalign.models.load import load_vlm
 
         backbone, processor = load_vlm(name_or_path, dtype=dtype, device=device,
@@ -233,7 +250,7 @@ class VLMRewardModel(nn.Module):
                               trust_remote_code=trust_remote_code)
         rm = cls(backbone, processor, num_outputs=num_outputs, base_model=str(name_or_path),
                  readout=readout, beta=beta, reference=reference, head_hidden=head_hidden,
-                 features=features, line_reader=reader)
+                 features=features, line_reader=reader, likelihood_head=likelihood_head)
         gen = torch.Generator().manual_seed(seed)
         std = getattr(backbone.config.get_text_config(), "initializer_range", 0.02)
         with torch.no_grad():
@@ -277,7 +294,9 @@ class VLMRewardModel(nn.Module):
                  base_model=cfg.get("base_model", ""), info=cfg.get("info", {}),
                  readout=readout, beta=cfg.get("beta", 0.1), reference=reference,
                  head_hidden=cfg.get("head_hidden", 32),
-                 features=_saved_features(cfg, path / CONFIG_FILE), line_reader=reader)
+                 features=_saved_features(cfg, path / CONFIG_FILE), line_reader=reader,
+                 likelihood_head=check_likelihood_head(cfg.get("likelihood_head", "set"),
+                                                       path / CONFIG_FILE))
         rm.max_length = cfg.get("max_length")
         rm.layout = check_layout(cfg.get("layout", "user"), path / CONFIG_FILE)
         rm.scored_span = check_span(cfg.get("scored_span", "to_end"), path / CONFIG_FILE)
@@ -317,6 +336,7 @@ class VLMRewardModel(nn.Module):
             "hidden_size": self.hidden_size, "base_model": self.base_model,
             "max_length": self.max_length, "layout": self.layout, "readout": self.readout,
             "scored_span": self.scored_span, "likelihood_features": list(self.features),
+            "likelihood_head": self.likelihood_head,
             "beta": self.beta, "head_hidden": self.head_hidden, "info": self.info,
             "line_reader": self._line_reader is not None},
             indent=2) + "\n")
@@ -406,14 +426,17 @@ class VLMRewardModel(nn.Module):
                             score_mask: torch.Tensor | None, **vision: Any) -> torch.Tensor:
         """(B, F) statistics of the backbone's log-probs of the scored tokens, the columns
         `self.features` (LIKELIHOOD_FEATURES: sum, mean, min, token count, end, early_end).
-        LINE_FEATURES need the texts: `likelihood_features_of` reads them."""
+        LINE_FEATURES need the texts: `likelihood_features_of` reads them. With the `lines`
+        head, each line's LINE_STATISTICS follow (`LineHead`'s layout)."""
         return self._token_features(self.features, input_ids, attention_mask, score_mask,
-                                    **vision)
+                                    lines=self.likelihood_head == "lines", **vision)
 
     def _token_features(self, names: Sequence[str], input_ids: torch.Tensor,
                         attention_mask: torch.Tensor, score_mask: torch.Tensor | None = None,
-                        **vision: Any) -> torch.Tensor:
-        """The columns `names` of `likelihood_features` (none of LINE_FEATURES): (B, F)."""
+                        *, lines: bool = False, **vision: Any) -> torch.Tensor:
+        """The columns `names` of `likelihood_features` (none of LINE_FEATURES): (B, F);
+        with `lines`, then each line's LINE_STATISTICS, NaN past a text's last line:
+        (B, F + L * len(LINE_STATISTICS)) for the batch's most lines L."""
         line = sorted(set(names) & set(LINE_FEATURES))
         if line:
             raise ValueError(f"the likelihood feature(s) {line} read the scored texts' lines: "
@@ -438,7 +461,26 @@ class VLMRewardModel(nn.Module):
             columns["end"] = logp[rows, last]
             columns["early_end"] = (end_logp.masked_fill(~earlier, NO_EARLY_END)
                                     .max(-1).values.clamp(min=NO_EARLY_END))
-        return torch.stack([columns[name] for name in names], -1)
+        table = torch.stack([columns[name] for name in names], -1) if names else (
+            logp.new_zeros(len(logp), 0))
+        if not lines:
+            return table
+        newline = self._newline_token_ids().to(labels.device)[labels] & mask
+        rows = [line_statistics(logp[i][mask[i]], newline[i][mask[i]])
+                for i in range(len(logp))]
+        return torch.cat([table, pack_lines(rows).to(table)], 1)
+
+    def _newline_token_ids(self) -> torch.Tensor:
+        """(V,) bool: the tokenizer's tokens that hold a newline, where a line ends."""
+        if self._newline_ids is None:
+            tok = getattr(self.processor, "tokenizer", self.processor)
+            n = len(tok)
+            ids = torch.zeros(max(n, self.backbone.get_output_embeddings().out_features),
+                              dtype=torch.bool)
+            for i in range(n):
+                ids[i] = "\n" in tok.decode([i])
+            object.__setattr__(self, "_newline_ids", ids)
+        return self._newline_ids
 
     def check_features_span(self, where: Any) -> None:
         """`end` and `early_end` read the end-of-turn token, which only the turn span scores."""
@@ -453,15 +495,19 @@ class VLMRewardModel(nn.Module):
         """`likelihood_features` of `items`, in order: (N, len(self.features)) on the CPU,
         LINE_FEATURES included."""
         token_names = [f for f in self.features if f not in LINE_FEATURES]
+        lines = self.likelihood_head == "lines"
         columns: dict[str, torch.Tensor] = {}
-        if token_names:
-            out = [self._token_features(token_names, **batch).float().cpu()
+        table = torch.zeros(len(items), len(token_names))
+        if token_names or lines:
+            out = [self._token_features(token_names, lines=lines, **batch).float().cpu()
                    for batch in self._encoded_batches(items, batch_size)]
-            table = torch.cat(out) if out else torch.zeros(0, len(token_names))
+            if out:
+                table = cat_padded(out)  # batches differ in their most lines
             columns = {name: table[:, j] for j, name in enumerate(token_names)}
         if "redundancy" in self.features:
             columns["redundancy"] = self.line_redundancy(items, batch_size)
-        return torch.stack([columns[name] for name in self.features], -1)
+        named = torch.stack([columns[name] for name in self.features], -1)
+        return torch.cat([named, table[:, len(token_names):]], 1) if lines else named
 
     @torch.no_grad()
     def line_redundancy(self, items: Sequence[RewardInput], batch_size: int = 16
@@ -569,16 +615,115 @@ class LikelihoodHead(nn.Module):
                                  nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
     def reset(self, generator: torch.Generator) -> None:
-        for layer in self.mlp:
-            if isinstance(layer, nn.Linear):
-                bound = layer.in_features ** -0.5  # PyTorch's default range, seeded
-                layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator)
-                                   * 2 * bound - bound)
-                layer.bias.zero_()
+        reset_mlp(self.mlp, generator)
+
+    def standardise(self, features: torch.Tensor) -> None:
+        """Set the standardisation from the training texts' features."""
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp(min=1e-6))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = (features.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
         return self.mlp(x).squeeze(-1)
+
+
+class LineHead(nn.Module):
+    """The `lines` likelihood head: the mean over a text's lines of a tanh MLP of the line's
+    LINE_STATISTICS, plus a tanh MLP of the text's features and its line count. Features as
+    `_token_features` packs them: the text's F columns, then L lines of statistics (NaN for
+    lines past the text's last); L may differ between calls. Each part is standardised with
+    the training set's mean and spread (over the lines that are there)."""
+
+    def __init__(self, hidden: int = 32, n_features: int = 1):
+        super().__init__()
+        self.n_features = n_features
+        n_line, n_set = len(LINE_STATISTICS), n_features + 1  # + the line count
+        self.register_buffer("line_mean", torch.zeros(n_line))
+        self.register_buffer("line_std", torch.ones(n_line))
+        self.register_buffer("feature_mean", torch.zeros(n_set))
+        self.register_buffer("feature_std", torch.ones(n_set))
+        self.line = nn.Sequential(nn.Linear(n_line, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(n_set, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def reset(self, generator: torch.Generator) -> None:
+        reset_mlp(self.line, generator)
+        reset_mlp(self.mlp, generator)
+
+    def _parts(self, features: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the text's features with its line count (N, F + 1), its lines' statistics
+        (N, L, S), which lines are there (N, L))."""
+        n_line = len(LINE_STATISTICS)
+        lines = features[:, self.n_features:].reshape(len(features), -1, n_line)
+        present = ~lines[..., 0].isnan()
+        if not present.any(1).all():
+            raise ValueError("the lines head needs every text to have a line")
+        count = present.sum(1, keepdim=True).to(features.dtype)
+        return torch.cat([features[:, :self.n_features], count], 1), lines, present
+
+    def standardise(self, features: torch.Tensor) -> None:
+        whole, lines, present = self._parts(features)
+        self.feature_mean.copy_(whole.mean(0))
+        self.feature_std.copy_(whole.std(0).clamp(min=1e-6))
+        there = lines[present]
+        self.line_mean.copy_(there.mean(0))
+        self.line_std.copy_(there.std(0).clamp(min=1e-6))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        whole, lines, present = self._parts(features.to(self.feature_mean.dtype))
+        x = ((lines - self.line_mean) / self.line_std).nan_to_num(0.0)
+        per_line = self.line(x).squeeze(-1) * present
+        mean = per_line.sum(1) / present.sum(1)
+        return mean + self.mlp((whole - self.feature_mean) / self.feature_std).squeeze(-1)
+
+
+@torch.no_grad()
+def reset_mlp(mlp: nn.Sequential, generator: torch.Generator) -> None:
+    """A seeded draw of `mlp`'s linear layers in PyTorch's default range, biases zero."""
+    for layer in mlp:
+        if isinstance(layer, nn.Linear):
+            bound = layer.in_features ** -0.5
+            layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator)
+                               * 2 * bound - bound)
+            layer.bias.zero_()
+
+
+def line_statistics(logps: torch.Tensor, ends_line: torch.Tensor) -> list[list[float]]:
+    """LINE_STATISTICS of each line of one text's scored tokens (`logps`, and `ends_line`:
+    which tokens hold a newline); the tokens after the last newline are the last line."""
+    out = []
+    stops = (ends_line.nonzero().flatten() + 1).tolist()
+    if not stops or stops[-1] < len(logps):
+        stops.append(len(logps))
+    start = 0
+    for stop in stops:
+        v = logps[start:stop].float()
+        start = stop
+        after = v[1:] if len(v) > 1 else v
+        out.append([float(v.sum()), float(v.mean()), float(v.min()), float(len(v)),
+                    float(after.min()), float(v[-1]),
+                    float(after.sort().values[len(after) // 2])])
+    return out
+
+
+def pack_lines(rows: list[list[list[float]]]) -> torch.Tensor:
+    """Texts' per-line statistics as one (N, L * len(LINE_STATISTICS)) table, NaN past each
+    text's last line."""
+    n_line = len(LINE_STATISTICS)
+    width = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), width, n_line), float("nan"))
+    for i, r in enumerate(rows):
+        if r:
+            out[i, :len(r)] = torch.tensor(r)
+    return out.reshape(len(rows), width * n_line)
+
+
+def cat_padded(tables: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Row-wise concatenation of feature tables whose widths differ in their packed lines:
+    the narrower ones padded with NaN (lines that are not there)."""
+    width = max(t.shape[1] for t in tables)
+    return torch.cat([nn.functional.pad(t, (0, width - t.shape[1]), value=float("nan"))
+                      for t in tables])
 
 
 def saved_model_hash(path: str | os.PathLike) -> str:
@@ -626,6 +771,13 @@ def check_features(features: Sequence[str], where: Any = "likelihood_features"
         raise ValueError(f"{where}: likelihood features must be distinct names from "
                          f"{list(LIKELIHOOD_FEATURES)}, got {list(features)}")
     return features
+
+
+def check_likelihood_head(head: str, where: Any = "likelihood_head") -> str:
+    if head not in LIKELIHOOD_HEADS:
+        raise ValueError(f"{where}: likelihood head {head!r}, expected one of "
+                         f"{LIKELIHOOD_HEADS}")
+    return head
 
 
 def _saved_features(cfg: dict[str, Any], where: Any) -> tuple[str, ...]:

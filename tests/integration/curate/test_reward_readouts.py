@@ -17,6 +17,7 @@ from mmalign.models.reward import (
     DEFAULT_LIKELIHOOD_FEATURES,
     LIKELIHOOD_FEATURES,
     LINE_READER_DIR,
+    LINE_STATISTICS,
     NO_LINE_PAIR,
     REFERENCE_DIR,
     RewardInput,
@@ -312,6 +313,46 @@ def test_redundancy_is_the_closest_pair_of_lines_each_read_alone(tiny_model, tin
                                      line_reader=tmp_path / "reader")
 
 
+def test_the_lines_head_reads_each_lines_token_statistics(tiny_model, tiny_world, tmp_path):
+    """`likelihood_head="lines"`: the text's features, then each line's LINE_STATISTICS of the
+    same scored tokens; scored alike from texts and from an encoded batch; saved and reloaded."""
+    rm = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2,
+                                      features=["sum", "tokens"], likelihood_head="lines")
+    rm.layout = "turns"
+    items = _items(tiny_world)
+    feats = rm.likelihood_features_of(items, batch_size=3)
+    n = len(LINE_STATISTICS)
+    assert feats.shape == (3, 2 + 2 * n)  # QUESTIONS has the most lines: two
+    logps = _answer_token_logps(rm.backbone, rm.processor, items[1].images[0])
+    after = logps[1:]
+    assert feats[1, 2:2 + n].tolist() == pytest.approx(
+        [logps.sum().item(), logps.mean().item(), logps.min().item(), len(logps),
+         after.min().item(), logps[-1].item(), after.sort().values[len(after) // 2].item()],
+        abs=1e-4)  # ANSWER's answer is one line; no second one
+    assert feats[1, 2 + n:].isnan().all() and feats[0, 2 + n:].isnan().all()
+    two = feats[2, 2:].reshape(2, n)  # the two questions' lines add up to the text
+    assert two[:, 0].sum().item() == pytest.approx(feats[2, 0].item(), abs=1e-4)
+    assert two[:, 3].sum().item() == feats[2, 1].item()
+    set_head = VLMRewardModel.from_backbone(tiny_model, readout="likelihood",
+                                            features=["sum", "tokens"])
+    set_head.layout = "turns"
+    torch.testing.assert_close(feats[:, :2], set_head.likelihood_features_of(items))
+    with torch.no_grad():
+        scores = rm.score(items, batch_size=2)  # batches of other widths
+        assert scores == pytest.approx(rm.head(feats).tolist(), abs=1e-5)
+        assert rm(**rm.encode(items)).tolist() == pytest.approx(scores, abs=1e-5)
+    rm.save_pretrained(tmp_path / "rm")
+    assert json.loads((tmp_path / "rm" / "reward_config.json").read_text())[
+        "likelihood_head"] == "lines"
+    again = VLMRewardModel.from_pretrained(tmp_path / "rm")
+    assert again.likelihood_head == "lines" and again.score(items) == pytest.approx(scores,
+                                                                                   abs=1e-5)
+    with pytest.raises(ValueError, match="likelihood head 'line'"):
+        VLMRewardModel.from_backbone(tiny_model, readout="likelihood", likelihood_head="line")
+    with pytest.raises(ValueError, match="is the likelihood readout's"):
+        VLMRewardModel.from_backbone(tiny_model, likelihood_head="lines")
+
+
 def test_rewrite_log_likelihood_scores_the_same_span_as_the_readouts(tiny_model, tiny_world):
     """The rewrite's perplexity (and the bench's backbone judge, through `answer_loglik`)
     score an answer and its end of turn, like the readouts: not the template's newline."""
@@ -386,3 +427,30 @@ def test_likelihood_training_fits_the_head_and_leaves_the_backbone(tiny_model, t
                                                     "answers.jsonl")],
             output_dir=str(tmp_path / "bad"), image_root=str(tiny_world), layout="turns",
             readout="likelihood", lora=True))
+
+
+def test_the_lines_head_trains_on_question_sets_and_reloads(tiny_model, tiny_world, tmp_path):
+    cfg = RewardTrainConfig(
+        model=str(tiny_model), annotations=[str(tiny_world / "annotations" / "questions.jsonl")],
+        output_dir=str(tmp_path / "rm"), image_root=str(tiny_world), max_steps=50,
+        per_device_train_batch_size=16, learning_rate=1e-2, eval_fraction=0.2, seed=1,
+        layout="turns", readout="likelihood", head_hidden=8, logging_steps=10,
+        likelihood_features=["mean"], likelihood_head="lines")
+    report = train_reward(cfg)
+    assert report["first_logged_loss"] > report["last_logged_loss"]  # the fit fits
+    final = tmp_path / "rm" / "final"
+    rm = VLMRewardModel.from_pretrained(final)
+    assert rm.likelihood_head == "lines"
+    # the lines' standardisation is the training lines' (a question has >= 1 token)
+    assert float(rm.head.line_mean[3]) >= 1 and float(rm.head.feature_mean[1]) >= 1
+    pairs = [json.loads(x) for x in (tmp_path / "rm" / "eval_pairs.jsonl").open()]
+    scores = [json.loads(x) for x in (tmp_path / "rm" / "eval_scores.jsonl").open()]
+    again = rm.score([RewardInput([tiny_world / p["image"]], p["better"]) for p in pairs[:3]])
+    assert again == pytest.approx([s["better_score"] for s in scores[:3]], abs=1e-4)
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="cannot continue with likelihood_head='set'"):
+        train_reward(replace(cfg, model=str(final), output_dir=str(tmp_path / "more"),
+                             likelihood_head="set"))
+    with pytest.raises(ValueError, match="is the likelihood readout's"):
+        train_reward(replace(cfg, readout="last", output_dir=str(tmp_path / "last")))

@@ -322,10 +322,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     check_readout(cfg.readout, "RewardTrainConfig.readout")  # before any reading or writing
     if cfg.likelihood_features is not None:
         check_features(cfg.likelihood_features, "RewardTrainConfig.likelihood_features")
-    check_likelihood_head(cfg.likelihood_head, "RewardTrainConfig.likelihood_head")
-    if cfg.likelihood_head != "set" and cfg.readout != "likelihood":
-        raise ValueError(f"likelihood_head={cfg.likelihood_head!r} is the likelihood "
-                         f"readout's; this one is {cfg.readout!r}")
+    check_likelihood_head(cfg.likelihood_head, cfg.readout, "RewardTrainConfig.likelihood_head")
     if cfg.readout != "last" and cfg.layout != "turns":
         raise ValueError(f"the {cfg.readout} readout scores the text as the model's own "
                          f"answer: it needs layout='turns'")

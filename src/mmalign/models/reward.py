@@ -174,9 +174,7 @@ class VLMRewardModel(nn.Module):
         hidden = backbone.config.get_text_config().hidden_size
         # The likelihood head's inputs, in order (a subset of LIKELIHOOD_FEATURES).
         self.features = check_features(features)
-        self.likelihood_head = check_likelihood_head(likelihood_head)
-        if likelihood_head != "set" and readout != "likelihood":
-            raise ValueError(f"the {likelihood_head!r} head is the likelihood readout's")
+        self.likelihood_head = check_likelihood_head(likelihood_head, readout)
         head_class = LineHead if likelihood_head == "lines" else LikelihoodHead
         self.head = (head_class(head_hidden, len(self.features)) if readout == "likelihood"
                      else nn.Linear(hidden, num_outputs))
@@ -295,8 +293,8 @@ class VLMRewardModel(nn.Module):
                  readout=readout, beta=cfg.get("beta", 0.1), reference=reference,
                  head_hidden=cfg.get("head_hidden", 32),
                  features=_saved_features(cfg, path / CONFIG_FILE), line_reader=reader,
-                 likelihood_head=check_likelihood_head(cfg.get("likelihood_head", "set"),
-                                                       path / CONFIG_FILE))
+                 likelihood_head=check_likelihood_head(  # the error names the file
+                     cfg.get("likelihood_head", "set"), readout, path / CONFIG_FILE))
         rm.max_length = cfg.get("max_length")
         rm.layout = check_layout(cfg.get("layout", "user"), path / CONFIG_FILE)
         rm.scored_span = check_span(cfg.get("scored_span", "to_end"), path / CONFIG_FILE)
@@ -471,15 +469,13 @@ class VLMRewardModel(nn.Module):
         return torch.cat([table, pack_lines(rows).to(table)], 1)
 
     def _newline_token_ids(self) -> torch.Tensor:
-        """(V,) bool: the tokenizer's tokens that hold a newline, where a line ends."""
+        """(V,) bool over the tokenizer's ids (every scored token comes from it): the tokens
+        that hold a newline, where a line ends."""
         if self._newline_ids is None:
             tok = getattr(self.processor, "tokenizer", self.processor)
-            n = len(tok)
-            ids = torch.zeros(max(n, self.backbone.get_output_embeddings().out_features),
-                              dtype=torch.bool)
-            for i in range(n):
-                ids[i] = "\n" in tok.decode([i])
-            object.__setattr__(self, "_newline_ids", ids)
+            pieces = tok.batch_decode([[i] for i in range(len(tok))])
+            object.__setattr__(self, "_newline_ids",
+                               torch.tensor(["\n" in p for p in pieces], dtype=torch.bool))
         return self._newline_ids
 
     def check_features_span(self, where: Any) -> None:
@@ -773,10 +769,15 @@ def check_features(features: Sequence[str], where: Any = "likelihood_features"
     return features
 
 
-def check_likelihood_head(head: str, where: Any = "likelihood_head") -> str:
+def check_likelihood_head(head: str, readout: str, where: Any = "likelihood_head") -> str:
+    """`head` if it is one of LIKELIHOOD_HEADS and `readout` has it (only the likelihood
+    readout reads anything but `set`, which the other readouts' configs carry unread)."""
     if head not in LIKELIHOOD_HEADS:
         raise ValueError(f"{where}: likelihood head {head!r}, expected one of "
                          f"{LIKELIHOOD_HEADS}")
+    if head != "set" and readout != "likelihood":
+        raise ValueError(f"{where}: the {head!r} head is the likelihood readout's; this one "
+                         f"is {readout!r}")
     return head
 
 

@@ -34,6 +34,7 @@ def test_shipped_recipe_loads():
         "question": "likelihood", "answer": "likelihood"}
     # the question RM sees repeats: its lines read alone by the corpus-style backbone
     assert "redundancy" in exp.rm_overrides["question"]["likelihood_features"]
+    assert exp.rm_overrides["question"]["likelihood_head"] == "lines"  # its questions one by one
     assert exp.rm_line_reader == "rm_backbone"
     # session 9's recipe, as the docs' commands for the tables before session 17 give it
     old = a2l.load_experiment(RECIPE, ["rm_backbone_steps=0", "rm_steps=300", "rm_layout=user",

@@ -615,8 +615,7 @@ class LikelihoodHead(nn.Module):
 
     def standardise(self, features: torch.Tensor) -> None:
         """Set the standardisation from the training texts' features."""
-        self.feature_mean.copy_(features.mean(0))
-        self.feature_std.copy_(features.std(0).clamp(min=1e-6))
+        fit_standardisation(self.feature_mean, self.feature_std, features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = (features.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
@@ -659,11 +658,8 @@ class LineHead(nn.Module):
 
     def standardise(self, features: torch.Tensor) -> None:
         whole, lines, present = self._parts(features)
-        self.feature_mean.copy_(whole.mean(0))
-        self.feature_std.copy_(whole.std(0).clamp(min=1e-6))
-        there = lines[present]
-        self.line_mean.copy_(there.mean(0))
-        self.line_std.copy_(there.std(0).clamp(min=1e-6))
+        fit_standardisation(self.feature_mean, self.feature_std, whole)
+        fit_standardisation(self.line_mean, self.line_std, lines[present])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         whole, lines, present = self._parts(features.to(self.feature_mean.dtype))
@@ -671,6 +667,13 @@ class LineHead(nn.Module):
         per_line = self.line(x).squeeze(-1) * present
         mean = per_line.sum(1) / present.sum(1)
         return mean + self.mlp((whole - self.feature_mean) / self.feature_std).squeeze(-1)
+
+
+def fit_standardisation(mean: torch.Tensor, std: torch.Tensor, rows: torch.Tensor) -> None:
+    """Set the buffers `mean` and `std` to `rows`' column mean and spread (at least 1e-6, so a
+    constant column standardises to zero rather than dividing by zero)."""
+    mean.copy_(rows.mean(0))
+    std.copy_(rows.std(0).clamp(min=1e-6))
 
 
 @torch.no_grad()

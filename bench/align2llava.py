@@ -134,7 +134,8 @@ class Align2LLaVAExperiment:
     # Per kind, RewardTrainConfig fields that replace the shared ones above for that kind, e.g.
     # {answer: {readout: likelihood, max_steps: 3000, per_device_train_batch_size: 256}}.
     rm_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Who reads the lines of an RM whose likelihood_features include `redundancy`
+    # Who reads the lines of an RM whose likelihood_features include a line feature
+    # (`redundancy`, `answer_redundancy`)
     # (models/reward.py): backbone, the RM's own; rm_backbone, the corpus-style backbone
     # below (OUT/rm_backbone, which answers questions; the question phase's model writes
     # them); base. Saved with the RM (session 24).
@@ -379,9 +380,9 @@ def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: 
     """OUT/rm_<kind>: the reward model of `kind` trained from `backbone` on the world's
     annotations, with `rm_overrides[kind]` applied; returns its report (held-out pairwise
     accuracy before/after, pair counts, seconds). `readers`: the models rm_line_reader
-    names (rm_backbone, base), for an RM that reads `redundancy`."""
+    names (rm_backbone, base), for an RM that reads a line feature."""
     from mmalign.curate.reward_train import RewardTrainConfig, train_reward
-    from mmalign.models.reward import HEAD_FILE
+    from mmalign.models.reward import HEAD_FILE, LINE_FEATURES
 
     folder = out / f"rm_{kind}"
     cfg = RewardTrainConfig(
@@ -395,7 +396,7 @@ def train_reward_model(exp: Align2LLaVAExperiment, kind: str, world: Path, out: 
         freeze_vision_tower=exp.rm_freeze_vision, logging_steps=max(1, min(25, exp.rm_steps // 4)),
         save_steps=max(50, exp.rm_steps // 4), seed=exp.rm_seed)  # an interrupted run resumes
     cfg = replace(cfg, **exp.rm_overrides.get(kind, {}))
-    if "redundancy" in (cfg.likelihood_features or ()) and exp.rm_line_reader != "backbone":
+    if set(LINE_FEATURES) & set(cfg.likelihood_features or ()) and exp.rm_line_reader != "backbone":
         cfg = replace(cfg, line_reader=str(readers[exp.rm_line_reader]))
     check_settings(folder / "run.json", asdict(cfg), field_defaults(RewardTrainConfig))
     report = folder / "report.json"

@@ -66,10 +66,10 @@ def reward(
     head_hidden: int = typer.Option(32, help="The likelihood readout's MLP width."),
     likelihood_features: str = typer.Option(
         None, help="The likelihood head's inputs, comma-separated, from sum, mean, min, "
-        "tokens, end, early_end, redundancy (default: sum,mean,min,tokens)."),
+        "tokens, end, early_end, redundancy, answer_redundancy (default: sum,mean,min,tokens)."),
     line_reader: Path = typer.Option(
-        None, help="The VLM that reads each line alone for the redundancy feature, saved "
-        "with the head (default: the backbone)."),
+        None, help="The VLM that reads each line alone for the redundancy and "
+        "answer_redundancy features, saved with the head (default: the backbone)."),
     likelihood_head: str = typer.Option(
         "set", help="How the likelihood head reads a text: set, an MLP over its features; "
         "lines, the mean over its lines of an MLP over each line's token log-prob statistics, "

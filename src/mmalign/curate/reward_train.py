@@ -82,7 +82,8 @@ class RewardTrainConfig:
     # the likelihood head's inputs (names from models/reward.py
     # LIKELIHOOD_FEATURES; None: DEFAULT_LIKELIHOOD_FEATURES, the four of sum, mean, min, tokens)
     likelihood_features: list[str] | None = None
-    # the VLM that reads single lines for the redundancy feature, saved with the head
+    # the VLM that reads single lines for the line features (redundancy, answer_redundancy),
+    # saved with the head
     # (None: the backbone reads them)
     line_reader: str | None = None
     # how the likelihood head reads a text (models/reward.py LIKELIHOOD_HEADS): set, an MLP

@@ -48,7 +48,11 @@ Three readouts:
   with the image, the state where the answer would begin (a line reader's last hidden state:
   the backbone, or another VLM saved with the head in `line_reader/`). A question set that
   asks one thing twice in other words has two lines the reader would answer alike; read in
-  place, the repeat is just a likely line (docs/results.md, sessions 23 and 24).
+  place, the repeat is just a likely line (docs/results.md, sessions 23 and 24). Cosines of
+  states mistake two lines of one template ("Where is the square?", "Where is the
+  hexagon?") for a repeat; `answer_redundancy` asks the reader instead: it answers each line
+  (greedy), and two lines ask the same thing when each one's answer is as likely after the
+  other line as after its own (docs/results.md, session 28).
 
 A saved reward model is a plain HF model folder (LoRA merged in) with the processor, plus
 `reward_head.safetensors` and `reward_config.json`; any tool can still load the backbone. An
@@ -60,6 +64,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,11 +86,19 @@ REFERENCE_DIR = "reference"
 FORMAT_VERSION = 1
 LINE_READER_DIR = "line_reader"
 READOUTS = ("last", "implicit", "likelihood")
-LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens", "end", "early_end", "redundancy")
-# Features read from the items' texts (their lines), not from one encoded batch.
-LINE_FEATURES = ("redundancy",)
+LIKELIHOOD_FEATURES = ("sum", "mean", "min", "tokens", "end", "early_end", "redundancy",
+                       "answer_redundancy")
+# Features read from the items' texts (their lines), not from one encoded batch; both are
+# read by the line reader.
+LINE_FEATURES = ("redundancy", "answer_redundancy")
 # `redundancy` of a text of one line, which has no pair of lines: below any cosine.
 NO_LINE_PAIR = -1.0
+# `answer_redundancy` of a text of one line, and the floor of every other: a gap in mean
+# log-prob per token below any pair of real lines (-4.7 nats the lowest seen on the world's
+# question sets), kept finite for the head's standardisation.
+NO_ANSWER_PAIR = -10.0
+# The most tokens of a line reader's answer to one line (`line_answers`).
+LINE_ANSWER_TOKENS = 32
 # The head's inputs unless others are chosen, and what a saved config without
 # `likelihood_features` (from before session 21) read. end and early_end are opt-in: they
 # tell a padded answer from its clean one without fail (early_end -0.00 against a median of
@@ -203,12 +216,12 @@ class VLMRewardModel(nn.Module):
         object.__setattr__(self, "_reference", reference)
         if readout == "implicit" and reference is None:
             raise ValueError("the implicit readout needs a reference model")
-        # The `redundancy` feature's reader of single lines, (model, processor), frozen and
-        # out of the tree like the reference; None: the backbone reads them.
+        # LINE_FEATURES' reader of single lines, (model, processor), frozen and out of the
+        # tree like the reference; None: the backbone reads them.
         if line_reader is not None:
-            if readout != "likelihood" or "redundancy" not in self.features:
+            if readout != "likelihood" or not set(LINE_FEATURES) & set(self.features):
                 raise ValueError("a line reader is read only by the likelihood readout's "
-                                 "redundancy feature")
+                                 f"line features {LINE_FEATURES}")
             line_reader[0].eval().requires_grad_(False)
         object.__setattr__(self, "_line_reader", line_reader)
 
@@ -285,7 +298,7 @@ class VLMRewardModel(nn.Module):
         reader = None
         if cfg.get("line_reader"):
             if not (path / LINE_READER_DIR).is_dir():
-                raise FileNotFoundError(f"{path}: this reward model's redundancy feature needs "
+                raise FileNotFoundError(f"{path}: this reward model's line features need "
                                         f"its line reader in {path / LINE_READER_DIR}")
             reader = load_vlm(path / LINE_READER_DIR, dtype=dtype, device=device)
         rm = cls(backbone, processor, num_outputs=cfg["num_outputs"],
@@ -502,6 +515,8 @@ class VLMRewardModel(nn.Module):
             columns = {name: table[:, j] for j, name in enumerate(token_names)}
         if "redundancy" in self.features:
             columns["redundancy"] = self.line_redundancy(items, batch_size)
+        if "answer_redundancy" in self.features:
+            columns["answer_redundancy"] = self.answer_redundancy(items, batch_size)
         named = torch.stack([columns[name] for name in self.features], -1)
         return torch.cat([named, table[:, len(token_names):]], 1) if lines else named
 
@@ -511,20 +526,7 @@ class VLMRewardModel(nn.Module):
         """The `redundancy` feature of `items` (N,): the highest cosine similarity between two
         of a scored text's lines, each read alone (`line_states`); NO_LINE_PAIR for a text of
         fewer than two lines."""
-        # Candidates of one image share most of their questions: each distinct (images,
-        # line) is read once.
-        index: dict[tuple, int] = {}
-        reads: list[tuple[Sequence[Any], str]] = []
-        rows = []
-        for it in items:
-            key = tuple(str(im) if isinstance(im, str | Path) else id(im) for im in it.images)
-            row = []
-            for line in (ln for ln in turns_split(it.text)[1].split("\n") if ln.strip()):
-                if (key, line) not in index:
-                    index[key, line] = len(reads)
-                    reads.append((it.images, line))
-                row.append(index[key, line])
-            rows.append(row)
+        reads, rows = distinct_lines(items)
         states = nn.functional.normalize(self.line_states(reads, batch_size), dim=-1)
         out = torch.full((len(items),), NO_LINE_PAIR)
         for i, row in enumerate(rows):
@@ -535,28 +537,113 @@ class VLMRewardModel(nn.Module):
         return out
 
     @torch.no_grad()
+    def answer_redundancy(self, items: Sequence[RewardInput], batch_size: int = 16
+                          ) -> torch.Tensor:
+        """The `answer_redundancy` feature of `items` (N,): over ordered pairs of a scored
+        text's lines (i, j), the highest mean log-prob per token of line j's answer (the line
+        reader's, `line_answers`) after line i, less that after line j itself; at least 0
+        for a text that asks a line twice, NO_ANSWER_PAIR for a text of fewer than two lines.
+
+        Why the answers: the states of two lines of one template about different objects are
+        as close as those of a rewording (cosine 0.99), but their answers name different
+        objects; a rewording's answer fits either line. AUC for "the set repeats a question"
+        on the world's annotations: 0.98, against 0.885 for `redundancy` (docs/results.md,
+        session 28)."""
+        from mmalign.curate.annotations import answer_text
+
+        reads, rows = distinct_lines(items)
+        answers = self.line_answers(reads, batch_size)
+        cross: dict[tuple[int, int], int] = {}  # (asked line, answered line) -> its read
+        for row in rows:
+            if len(row) > 1:
+                for i in row:
+                    for j in row:
+                        cross.setdefault((i, j), len(cross))
+        fits = self.line_reader_logps(
+            [RewardInput(reads[i][0], answer_text(reads[i][1], answers[j])) for i, j in cross],
+            batch_size)
+        out = torch.full((len(items),), NO_ANSWER_PAIR)
+        for n, row in enumerate(rows):
+            gaps = [fits[cross[i, j]] - fits[cross[j, j]]
+                    for a, i in enumerate(row) for b, j in enumerate(row) if a != b]
+            if gaps:
+                out[n] = max(max(gaps).item(), NO_ANSWER_PAIR)
+        return out
+
+    @torch.no_grad()
     def line_states(self, lines: Sequence[tuple[Sequence[Any], str]], batch_size: int = 16
                     ) -> torch.Tensor:
         """(N, H) on the CPU: each (images, line) read by the line reader as the user's
         question with the images, its last hidden state where the answer would begin."""
-        model, processor = self._line_reader or (self.backbone, self.processor)
-        was_training = model.training
-        model.eval()
+        model, _ = self._line_reader or (self.backbone, self.processor)
         out = []
-        try:
+        for enc in self._line_prompts(lines, batch_size, "right"):
+            hidden = model(**enc, use_cache=False, output_hidden_states=True,
+                           logits_to_keep=1).hidden_states[-1]
+            last = last_token_index(enc["attention_mask"])
+            out.append(hidden[torch.arange(len(last)), last].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.hidden_size)
+
+    @torch.no_grad()
+    def line_answers(self, lines: Sequence[tuple[Sequence[Any], str]], batch_size: int = 16
+                     ) -> list[str]:
+        """The line reader's greedy answer to each (images, line), asked as the user's
+        question with the images (at most LINE_ANSWER_TOKENS tokens)."""
+        model, processor = self._line_reader or (self.backbone, self.processor)
+        tokenizer = getattr(processor, "tokenizer", processor)
+        out: list[str] = []
+        for enc in self._line_prompts(lines, batch_size, "left"):  # generation pads left
+            ids = model.generate(**enc, max_new_tokens=LINE_ANSWER_TOKENS, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            new = ids[:, enc["input_ids"].shape[1]:]
+            out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return out
+
+    @torch.no_grad()
+    def line_reader_logps(self, items: Sequence[RewardInput], batch_size: int = 16
+                          ) -> torch.Tensor:
+        """(N,) on the CPU: the line reader's mean log-prob per token of each answer RM text's
+        answer (`turns` layout, this model's scored span) after its question and images."""
+        model, processor = self._line_reader or (self.backbone, self.processor)
+        out = []
+        with self._reading(model):
+            for start in range(0, len(items), batch_size):
+                # one line and a short answer: no max_length to cut at
+                enc = encode_inputs(processor, items[start:start + batch_size], None, "turns",
+                                    score_mask=True, span=self.scored_span)
+                enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
+                vision = {k: v for k, v in enc.items()
+                          if k not in ("input_ids", "attention_mask", "score_mask")}
+                logits, labels, mask = self._scored_logits(
+                    model, enc["input_ids"], enc["attention_mask"], enc["score_mask"], vision)
+                total = reduce_logps(token_logps(logits, labels), mask)
+                out.append((total / mask.sum(-1).clamp(min=1)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _line_prompts(self, lines: Sequence[tuple[Sequence[Any], str]], batch_size: int,
+                      padding_side: str):
+        """Batches of (images, line) encoded for the line reader as the user's question with
+        the images, then the generation prompt; the reader in eval mode while they are read."""
+        model, processor = self._line_reader or (self.backbone, self.processor)
+        with self._reading(model):
             for start in range(0, len(lines), batch_size):
                 chunk = lines[start:start + batch_size]
                 n, images = batch_images([imgs for imgs, _ in chunk])
                 texts = [question_prompt(processor, n, line) for _, line in chunk]
-                enc = processor(images=images, text=texts, padding=True, padding_side="right",
-                                return_tensors="pt").to(next(model.parameters()).device)
-                hidden = model(**enc, use_cache=False, output_hidden_states=True,
-                               logits_to_keep=1).hidden_states[-1]
-                last = last_token_index(enc["attention_mask"])
-                out.append(hidden[torch.arange(len(last)), last].float().cpu())
+                yield processor(images=images, text=texts, padding=True,
+                                padding_side=padding_side, return_tensors="pt"
+                                ).to(next(model.parameters()).device)
+
+    @staticmethod
+    @contextmanager
+    def _reading(model: nn.Module):
+        """`model` in eval mode inside, its mode restored after."""
+        was_training = model.training
+        model.eval()
+        try:
+            yield
         finally:
             model.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0, self.hidden_size)
 
     def _implicit_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          score_mask: torch.Tensor | None, vision: dict[str, Any]
@@ -589,14 +676,10 @@ class VLMRewardModel(nn.Module):
     def _encoded_batches(self, items: Sequence[RewardInput], batch_size: int):
         """`encode`d batches of `items` on the model's device, the model in eval mode while
         they are read (its mode is restored after)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with self._reading(self):
             for start in range(0, len(items), batch_size):
                 batch = self.encode(items[start:start + batch_size])
                 yield {k: v.to(self.device) for k, v in batch.items()}
-        finally:
-            self.train(was_training)
 
 
 class LikelihoodHead(nn.Module):
@@ -831,6 +914,26 @@ def user_turn(n_images: int, text: str | None) -> dict[str, Any]:
     if text is not None:
         content.append({"type": "text", "text": ("\n" if n_images else "") + text})
     return {"role": "user", "content": content}
+
+
+def distinct_lines(items: Sequence[RewardInput]
+                   ) -> tuple[list[tuple[Sequence[Any], str]], list[list[int]]]:
+    """(reads, rows): each distinct (images, line) of the items' scored texts once (the
+    candidates of one image share most of their questions), and per item the indices of its
+    lines in `reads`, in order; a line asked twice appears twice."""
+    index: dict[tuple, int] = {}
+    reads: list[tuple[Sequence[Any], str]] = []
+    rows = []
+    for it in items:
+        key = tuple(str(im) if isinstance(im, str | Path) else id(im) for im in it.images)
+        row = []
+        for line in (ln for ln in turns_split(it.text)[1].split("\n") if ln.strip()):
+            if (key, line) not in index:
+                index[key, line] = len(reads)
+                reads.append((it.images, line))
+            row.append(index[key, line])
+        rows.append(row)
+    return reads, rows
 
 
 def question_prompt(processor: Any, n_images: int, question: str) -> str:

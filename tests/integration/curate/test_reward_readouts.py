@@ -11,13 +11,16 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
+from mmalign.curate.annotations import answer_text
 from mmalign.curate.reward_train import RewardTrainConfig, train_reward
 from mmalign.io.images import load_image
 from mmalign.models.reward import (
     DEFAULT_LIKELIHOOD_FEATURES,
     LIKELIHOOD_FEATURES,
+    LINE_ANSWER_TOKENS,
     LINE_READER_DIR,
     LINE_STATISTICS,
+    NO_ANSWER_PAIR,
     NO_LINE_PAIR,
     REFERENCE_DIR,
     RewardInput,
@@ -42,13 +45,15 @@ def _implicit(model, **kw):
     return rm
 
 
-def _answer_token_logps(model, processor, image, end_token: bool = False) -> torch.Tensor:
-    """Log-probs of ANSWER's answer tokens and the end of turn (`</s>`, not the template's
-    newline after it) computed apart from the reward model's code: the template by hand,
-    the model's full logits. With `end_token`, the log-probs of `</s>` at those positions."""
-    answer = ANSWER.split("Answer: ")[1]
+def _answer_token_logps(model, processor, image, end_token: bool = False,
+                        text: str = ANSWER) -> torch.Tensor:
+    """Log-probs of an answer RM text's (ANSWER's) answer tokens and the end of turn (`</s>`,
+    not the template's newline after it) computed apart from the reward model's code: the
+    template by hand, the model's full logits. With `end_token`, the log-probs of `</s>` at
+    those positions."""
+    question, answer = text.removeprefix("Question: ").split("\nAnswer: ")
     msgs = [{"role": "user", "content": [{"type": "image"},
-                                         {"type": "text", "text": "\nWhere is the star?"}]}]
+                                         {"type": "text", "text": "\n" + question}]}]
     prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     full = processor.apply_chat_template(
         msgs + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
@@ -202,7 +207,8 @@ def test_likelihood_features_are_the_answer_tokens_log_prob_statistics(tiny_mode
     # end: the log-prob of </s> where the answer ends; early_end: the most the model
     # expected </s> at any token before it
     expected = [logps.sum().item(), logps.mean().item(), logps.min().item(), len(logps),
-                logps[-1].item(), end[:-1].max().item(), NO_LINE_PAIR]  # one line: no pair
+                logps[-1].item(), end[:-1].max().item(),
+                NO_LINE_PAIR, NO_ANSWER_PAIR]  # one line: no pair
     assert feats[1].tolist() == pytest.approx(expected, abs=1e-4)
     # alone or padded in a batch, the same features; the score is the head of them
     assert rm.likelihood_features_of(items[1:2])[0].tolist() == pytest.approx(expected, abs=1e-4)
@@ -306,11 +312,52 @@ def test_redundancy_is_the_closest_pair_of_lines_each_read_alone(tiny_model, tin
     import shutil
 
     shutil.rmtree(tmp_path / "rm" / LINE_READER_DIR)
-    with pytest.raises(FileNotFoundError, match="needs its line reader"):
+    with pytest.raises(FileNotFoundError, match="need its line reader"):
         VLMRewardModel.from_pretrained(tmp_path / "rm")
-    with pytest.raises(ValueError, match="only by the likelihood readout's redundancy"):
+    with pytest.raises(ValueError, match="only by the likelihood readout's line features"):
         VLMRewardModel.from_backbone(tiny_model, readout="likelihood", features=["mean"],
                                      line_reader=tmp_path / "reader")
+
+
+def test_answer_redundancy_asks_whether_one_lines_answer_fits_another_line(tiny_model,
+                                                                          tiny_world):
+    """`answer_redundancy`: each line's greedy answer from the line reader, then the highest
+    gap between that answer's mean log-prob after another line and after its own; all
+    recomputed here with the template by hand, unbatched."""
+    rm = VLMRewardModel.from_backbone(tiny_model, readout="likelihood", seed=2,
+                                      features=["answer_redundancy"])
+    rm.layout = "turns"
+    _perturb(rm.backbone, seed=3, std=0.05)  # so that the lines get different answers
+    image = _items(tiny_world)[2].images[0]
+    lines = ["What color is the ring?", "Is there a cross?", "How many shapes are there?"]
+    answers = []
+    for line in lines:
+        msgs = [{"role": "user", "content": [{"type": "image"},
+                                             {"type": "text", "text": "\n" + line}]}]
+        prompt = rm.processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        enc = rm.processor(text=[prompt], images=[[load_image(image)]], return_tensors="pt")
+        with torch.no_grad():
+            ids = rm.backbone.generate(**enc, max_new_tokens=LINE_ANSWER_TOKENS, do_sample=False)
+        answers.append(rm.processor.decode(ids[0, enc["input_ids"].shape[1]:],
+                                           skip_special_tokens=True).strip())
+    assert rm.line_answers([([image], line) for line in lines], batch_size=2) == answers
+    assert len(set(answers)) > 1
+
+    def fit(i, j):  # answer j after line i, mean log-prob per token
+        return _answer_token_logps(rm.backbone, rm.processor, image,
+                                   text=answer_text(lines[i], answers[j])).mean().item()
+
+    def expected(idx):
+        return max(fit(i, j) - fit(j, j) for a, i in enumerate(idx) for b, j in enumerate(idx)
+                   if a != b)
+
+    items = [RewardInput([image], "\n".join(lines)), RewardInput([image], lines[0]),
+             RewardInput([image], "\n".join(lines[:2] + [lines[0]])),  # asks one thing twice
+             RewardInput([image], "\n".join(lines[1:]))]
+    feats = rm.likelihood_features_of(items, batch_size=2)
+    assert feats[:, 0].tolist() == pytest.approx(
+        [expected([0, 1, 2]), NO_ANSWER_PAIR, expected([0, 1, 0]), expected([1, 2])], abs=1e-4)
+    assert feats[2, 0] >= 0.0  # a line asked twice: its answer fits its twin exactly
 
 
 def test_the_lines_head_reads_each_lines_token_statistics(tiny_model, tiny_world, tmp_path):

@@ -32,8 +32,8 @@ def test_shipped_recipe_loads():
     assert exp.rm_backbone_attribute_steps > 0  # run a2g's order: attributes, then corpus style
     assert {k: o["readout"] for k, o in exp.rm_overrides.items()} == {
         "question": "likelihood", "answer": "likelihood"}
-    # the question RM sees repeats: its lines read alone by the corpus-style backbone
-    assert "redundancy" in exp.rm_overrides["question"]["likelihood_features"]
+    # the question RM sees repeats: its lines answered alone by the corpus-style backbone
+    assert exp.rm_overrides["question"]["likelihood_features"] == ["answer_redundancy"]
     assert exp.rm_overrides["question"]["likelihood_head"] == "lines"  # its questions one by one
     assert exp.rm_line_reader == "rm_backbone"
     # session 9's recipe, as the docs' commands for the tables before session 17 give it
@@ -190,10 +190,10 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
             "rm_backbone_steps=1", "rm_backbone_reps=1", "rm_backbone_batch_size=4",
             "rm_backbone_attribute_steps=1", "rm_backbone_question_steps=1",
             "rm_overrides.answer.max_steps=5",
-            "rm_overrides.question.likelihood_features=[sum,mean,min,tokens,redundancy]",
             "rm_line_reader=rm_backbone"]
     assert a2l.main(args) == 0
-    # the question RM reads its lines with the corpus-style backbone, saved beside its head
+    # the question RM has its lines answered by the corpus-style backbone, saved beside its
+    # head
     reader = out / "rm_question" / "final" / "line_reader"
     assert json.loads((reader.parent / "reward_config.json").read_text())["line_reader"]
     from safetensors.torch import load_file

@@ -575,7 +575,7 @@ class VLMRewardModel(nn.Module):
                     ) -> torch.Tensor:
         """(N, H) on the CPU: each (images, line) read by the line reader as the user's
         question with the images, its last hidden state where the answer would begin."""
-        model, _ = self._line_reader or (self.backbone, self.processor)
+        model, _ = self._reader
         out = []
         for enc in self._line_prompts(lines, batch_size, "right"):
             hidden = model(**enc, use_cache=False, output_hidden_states=True,
@@ -589,7 +589,7 @@ class VLMRewardModel(nn.Module):
                      ) -> list[str]:
         """The line reader's greedy answer to each (images, line), asked as the user's
         question with the images (at most LINE_ANSWER_TOKENS tokens)."""
-        model, processor = self._line_reader or (self.backbone, self.processor)
+        model, processor = self._reader
         tokenizer = getattr(processor, "tokenizer", processor)
         out: list[str] = []
         for enc in self._line_prompts(lines, batch_size, "left"):  # generation pads left
@@ -604,7 +604,7 @@ class VLMRewardModel(nn.Module):
                           ) -> torch.Tensor:
         """(N,) on the CPU: the line reader's mean log-prob per token of each answer RM text's
         answer (`turns` layout, this model's scored span) after its question and images."""
-        model, processor = self._line_reader or (self.backbone, self.processor)
+        model, processor = self._reader
         out = []
         with self._reading(model):
             for start in range(0, len(items), batch_size):
@@ -612,19 +612,24 @@ class VLMRewardModel(nn.Module):
                 enc = encode_inputs(processor, items[start:start + batch_size], None, "turns",
                                     score_mask=True, span=self.scored_span)
                 enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
-                vision = {k: v for k, v in enc.items()
-                          if k not in ("input_ids", "attention_mask", "score_mask")}
-                logits, labels, mask = self._scored_logits(
-                    model, enc["input_ids"], enc["attention_mask"], enc["score_mask"], vision)
-                total = reduce_logps(token_logps(logits, labels), mask)
-                out.append((total / mask.sum(-1).clamp(min=1)).float().cpu())
+                logits, labels, mask = self._scored_logits(  # what is left in enc: vision
+                    model, enc.pop("input_ids"), enc.pop("attention_mask"),
+                    enc.pop("score_mask"), enc)
+                out.append(reduce_logps(token_logps(logits, labels), mask, average=True)
+                           .float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
+
+    @property
+    def _reader(self) -> tuple[nn.Module, Any]:
+        """(model, processor) that reads LINE_FEATURES' single lines: the line reader, or
+        the backbone."""
+        return self._line_reader or (self.backbone, self.processor)
 
     def _line_prompts(self, lines: Sequence[tuple[Sequence[Any], str]], batch_size: int,
                       padding_side: str):
         """Batches of (images, line) encoded for the line reader as the user's question with
         the images, then the generation prompt; the reader in eval mode while they are read."""
-        model, processor = self._line_reader or (self.backbone, self.processor)
+        model, processor = self._reader
         with self._reading(model):
             for start in range(0, len(lines), batch_size):
                 chunk = lines[start:start + batch_size]

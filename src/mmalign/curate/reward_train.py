@@ -275,25 +275,58 @@ def split_train_eval(cfg: RewardTrainConfig
     return train_groups, eval_groups, roots
 
 
+def distinct_sides(pairs: list[RewardPair], roots: dict[str, Path]
+                   ) -> tuple[list[Any], list[int], list[int]]:
+    """(items, better rows, worse rows): each distinct (image, text) of the pairs once, as a
+    RewardInput, and each pair's two sides as rows of `items`. An annotation group of K
+    candidates makes up to K(K-1)/2 pairs of K texts, so scoring the items, not the pairs'
+    sides, reads each text once."""
+    from mmalign.models.reward import RewardInput
+
+    index: dict[tuple[str, str], int] = {}  # (image, text) -> its row
+    sides: list[list[int]] = [[], []]
+    for p in pairs:
+        image = str(roots[p.group] / p.image)
+        for side, text in zip(sides, (p.better, p.worse), strict=True):
+            side.append(index.setdefault((image, text), len(index)))
+    return [RewardInput([image], text) for image, text in index], sides[0], sides[1]
+
+
 def held_out_scores(rm, pairs: list[RewardPair], roots: dict[str, Path],
                     batch_size: int) -> tuple[list[float], list[float]]:
     """The RM's scores of every pair's better and worse side, in pair order."""
-    from mmalign.models.reward import RewardInput
-
-    if not pairs:
-        return [], []
-    better = rm.score([RewardInput([roots[p.group] / p.image], p.better) for p in pairs],
-                      batch_size)
-    worse = rm.score([RewardInput([roots[p.group] / p.image], p.worse) for p in pairs],
-                     batch_size)
-    return [float(x) for x in better], [float(x) for x in worse]
+    return HeldOutScorer(rm, pairs, roots, batch_size).scores()
 
 
-def held_out_accuracy(rm, pairs: list[RewardPair], roots: dict[str, Path],
-                      batch_size: int) -> float:
-    from mmalign.models.reward import pairwise_accuracy
+class HeldOutScorer:
+    """The held-out pairs' scores (each distinct text read once), before and after the fit:
+    `scores()` as often as wanted. The likelihood readout's backbone is frozen, so its
+    held-out features are read once (with LINE_FEATURES, minutes of generation) and only the
+    head is applied again after the fit."""
 
-    return pairwise_accuracy(*held_out_scores(rm, pairs, roots, batch_size))  # nan if none
+    def __init__(self, rm, pairs: list[RewardPair], roots: dict[str, Path], batch_size: int):
+        self.rm, self.batch_size = rm, batch_size
+        self.items, self.better, self.worse = distinct_sides(pairs, roots)
+        self._features = None
+
+    def scores(self) -> tuple[list[float], list[float]]:
+        import torch
+
+        if not self.items:
+            return [], []
+        if self.rm.readout != "likelihood":
+            return _by_side(self.rm.score(self.items, self.batch_size), self.better, self.worse)
+        if self._features is None:
+            self._features = self.rm.likelihood_features_of(self.items, self.batch_size)
+        head = self.rm.head
+        with torch.no_grad():
+            scores = head(self._features.to(head.feature_mean.device)).float().cpu().tolist()
+        return _by_side(scores, self.better, self.worse)
+
+
+def _by_side(scores: list[float], better: list[int], worse: list[int]
+             ) -> tuple[list[float], list[float]]:
+    return [float(scores[i]) for i in better], [float(scores[i]) for i in worse]
 
 
 def write_eval_scores(path: Path, better: list[float], worse: list[float]) -> None:
@@ -377,7 +410,8 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
     elif cfg.freeze_vision_tower:
         rm.freeze_vision_tower()
 
-    acc_before = held_out_accuracy(rm, eval_pairs, roots, cfg.eval_batch_size)
+    held_out = HeldOutScorer(rm, eval_pairs, roots, cfg.eval_batch_size)
+    acc_before = pairwise_accuracy(*held_out.scores())
     resume_from = None
     if rm.readout == "likelihood":  # no backbone training: no Trainer, nothing to resume
         fit = fit_likelihood_head(rm, train_pairs, roots, cfg)
@@ -420,7 +454,7 @@ def train_reward(cfg: RewardTrainConfig) -> dict[str, Any]:
         train_out = trainer.train(resume_from_checkpoint=resume_from)
         steps, train_loss = trainer.state.global_step, train_out.training_loss
         log_history = trainer.state.log_history
-    better, worse = held_out_scores(rm, eval_pairs, roots, cfg.eval_batch_size)
+    better, worse = held_out.scores()
     acc_after = pairwise_accuracy(better, worse)
     write_eval_scores(out / "eval_scores.jsonl", better, worse)
 
@@ -459,22 +493,16 @@ def fit_likelihood_head(rm, pairs: list[RewardPair], roots: dict[str, Path],
     epochs over the pairs) of `per_device_train_batch_size` pairs drawn at random."""
     import torch
 
-    from mmalign.models.reward import RewardInput, cat_padded, pairwise_loss
+    from mmalign.models.reward import cat_padded, pairwise_loss
 
-    index: dict[tuple[str, str], int] = {}  # (image, text) -> row of the features
-    sides: list[list[int]] = [[], []]  # each pair's better and worse row
-    for p in pairs:
-        image = str(roots[p.group] / p.image)
-        for side, text in zip(sides, (p.better, p.worse), strict=True):
-            side.append(index.setdefault((image, text), len(index)))
-    items = [RewardInput([image], text) for image, text in index]
+    items, better_rows, worse_rows = distinct_sides(pairs, roots)
     chunks, chunk = [], 1024
     for start in range(0, len(items), chunk):
         chunks.append(rm.likelihood_features_of(items[start:start + chunk], cfg.eval_batch_size))
         log.info("likelihood features: %d of %d texts", start + len(chunks[-1]), len(items))
     head = rm.head
     feats = cat_padded(chunks).to(head.feature_mean.device)  # chunks differ in most lines
-    better, worse = torch.tensor(sides[0]), torch.tensor(sides[1])
+    better, worse = torch.tensor(better_rows), torch.tensor(worse_rows)
     with torch.no_grad():
         head.standardise(feats)
     batch = cfg.per_device_train_batch_size

@@ -57,7 +57,8 @@ seeds, then curated - full, curated - random, curated - matched, matched - rando
 curated_rewrite - curated and oracle - random). Every step resumes or is
 skipped when its output exists, so rerunning the command after an interruption only does what
 is missing; a folder made with other settings is refused rather than mixed in (use another
-`out`).
+`out`). A training arm's settings include its training files' content hashes, so an arm copied
+from another `out` is reused only when it trained on the same data.
 """
 
 from __future__ import annotations
@@ -884,7 +885,9 @@ def build_sets(exp: Align2LLaVAExperiment, world: Path, out: Path, device: str
 
 def train_variant(exp: Align2LLaVAExperiment, variant: str, seed: int, data: Path,
                   world: Path, run: Path) -> Path:
-    """SFT `base` on one training set into `run`, or return its final model when it exists."""
+    """SFT `base` on one training set into `run`, or return its final model when it exists
+    (trained on the same files, by content)."""
+    from mmalign.pipeline import file_hash
     from mmalign.train.sft import SFTRunConfig, train_sft
 
     cfg = SFTRunConfig(
@@ -895,7 +898,12 @@ def train_variant(exp: Align2LLaVAExperiment, variant: str, seed: int, data: Pat
         learning_rate=exp.lr, max_length=exp.max_length, seed=seed,
         freeze_vision_tower=exp.freeze_vision_tower,
         logging_steps=max(1, min(10, exp.steps // 4)), save_steps=max(50, exp.steps // 2))
-    check_settings(run / "run.json", {"variant": variant, **asdict(cfg)})
+    # By content as well as by path: an arm copied from another out folder (or a selection
+    # made again by another RM) must not pass for this one. A run recorded before the hashes
+    # is taken to have trained on the files there now, and its record gains their hashes.
+    hashes = [file_hash(d) for d in cfg.data]
+    check_settings(run / "run.json", {"variant": variant, **asdict(cfg), "data_sha256": hashes},
+                   {"data_sha256": hashes})
     final = run / "final"
     if (final / "train_log.json").is_file():
         log.info("%s: done already (%s)", run.name, final)

@@ -168,7 +168,8 @@ def check_settings(record: Path, settings: Mapping[str, Any],
     already, refuse settings that differ: a rerun must not mix two experiments' runs.
 
     A setting the record lacks is no change when it has its value in `defaults`: a field
-    added to the code after the run was made, left at the default, changes nothing it did."""
+    added to the code after the run was made, left at the default, changes nothing it did.
+    The record then gains it, so that a later change of it is refused."""
     from mmalign.config import RecipeError
 
     settings = json.loads(json.dumps(settings))  # as it reads back from the file
@@ -183,6 +184,8 @@ def check_settings(record: Path, settings: Mapping[str, Any],
                               + "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
                                           for k in changed)
                               + "); give another out= or delete that folder")
+        if set(settings) - set(old):
+            record.write_text(json.dumps({**old, **settings}, indent=1) + "\n")
         return
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(settings, indent=1) + "\n")

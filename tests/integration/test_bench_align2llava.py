@@ -288,6 +288,19 @@ def test_align2llava_bench_end_to_end_then_resumes(a2l_world, tiny_model, tmp_pa
     capsys.readouterr()
     assert a2l.main([*args, "lr=5e-4"]) == 2
     assert re.search(r"full-s0 was run with other settings.*learning", capsys.readouterr().err)
+    # A training set that changed under an arm (an arm copied from another out folder, a
+    # selection made again) is refused by its content, whatever its path. A record from before
+    # the hashes passes and gains them.
+    record = out / "full-s0" / "run.json"
+    settings = json.loads(record.read_text())
+    assert len(settings.pop("data_sha256")) == 2  # the corpus and the clean mix
+    record.write_text(json.dumps(settings))
+    drawn = out / "data" / "random-s0.jsonl"
+    drawn.write_text("".join(drawn.read_text().splitlines(keepends=True)[:-1]))
+    assert a2l.main(args) == 2
+    assert re.search(r"random-s0 was run with other settings.*data_sha256",
+                     capsys.readouterr().err)
+    assert json.loads(record.read_text())["data_sha256"][0].startswith("sha256:")
 
 
 def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(

@@ -77,6 +77,11 @@ def test_check_settings_accepts_a_field_added_later_only_at_its_default(tmp_path
     record.write_text(json.dumps({"model": "m", "steps": 3, "tags": ["a"]}))
     check_settings(record, {"model": "m", "steps": 3, "tags": ["a"], "new": False},
                    field_defaults(Run))
+    assert json.loads(record.read_text())["new"] is False  # the record gains it
+    with pytest.raises(RecipeError, match="new: False -> True"):
+        check_settings(record, {"model": "m", "steps": 3, "tags": ["a"], "new": True},
+                       field_defaults(Run))
+    record.write_text(json.dumps({"model": "m", "steps": 3, "tags": ["a"]}))
     with pytest.raises(RecipeError, match="new: None -> True"):
         check_settings(record, {"model": "m", "steps": 3, "tags": ["a"], "new": True},
                        field_defaults(Run))

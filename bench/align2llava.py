@@ -58,7 +58,8 @@ curated_rewrite - curated and oracle - random). Every step resumes or is
 skipped when its output exists, so rerunning the command after an interruption only does what
 is missing; a folder made with other settings is refused rather than mixed in (use another
 `out`). A training arm's settings include its training files' content hashes, so an arm copied
-from another `out` is reused only when it trained on the same data.
+from another `out` is reused only when it trained on the same data (for arms recorded since
+the hashes; an older record takes the hashes of the files there when it is next read).
 """
 
 from __future__ import annotations

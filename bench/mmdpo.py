@@ -48,6 +48,7 @@ from mmalign.experiments import (
     summarise,
     write_results,
 )
+from mmalign.io.images import image_hash
 from mmalign.records import RATING_ATTRIBUTES, Rating, Sample, Turn
 
 ALGORITHMS = ("sft", "rejection", "dpo", "steerlm")
@@ -348,12 +349,6 @@ def train(algo: str, run_cfg, data_hash: str) -> Path:
     return train_sft(run_cfg)
 
 
-def file_hash(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # --------------------------------------------------------------------------- the experiment
 
 
@@ -405,7 +400,7 @@ def run_experiment(cfg: MMDPOConfig, *, log=print) -> dict[str, Any]:
             run = out / f"{algo}-s{seed}"
             run_cfg = run_config(algo, seed, cfg, world, base, data, run)
             t = time.time()
-            final = train(algo, run_cfg, file_hash(Path(run_cfg.data[0])))
+            final = train(algo, run_cfg, image_hash(run_cfg.data[0]))  # sha256 of any file
             timings[f"train {algo} s{seed}"] = time.time() - t
             t = time.time()
             results[algo].append(evaluate(final, run / "eval", wrap))

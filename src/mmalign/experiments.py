@@ -9,6 +9,7 @@ and `eval/metrics.json`, so a rerun after an interruption only does what is miss
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -184,8 +185,10 @@ def check_settings(record: Path, settings: Mapping[str, Any],
                               + "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
                                           for k in changed)
                               + "); give another out= or delete that folder")
-        if set(settings) - set(old):
-            record.write_text(json.dumps({**old, **settings}, indent=1) + "\n")
+        if set(settings) - set(old):  # whole or not at all: the record guards finished work
+            partial = record.with_suffix(".json.partial")
+            partial.write_text(json.dumps({**old, **settings}, indent=1) + "\n")
+            os.replace(partial, record)
         return
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(settings, indent=1) + "\n")

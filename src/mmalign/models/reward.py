@@ -612,9 +612,10 @@ class VLMRewardModel(nn.Module):
                 enc = encode_inputs(processor, items[start:start + batch_size], None, "turns",
                                     score_mask=True, span=self.scored_span)
                 enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
-                logits, labels, mask = self._scored_logits(  # what is left in enc: vision
-                    model, enc.pop("input_ids"), enc.pop("attention_mask"),
-                    enc.pop("score_mask"), enc)
+                ids, attention, score = (enc.pop(k) for k in
+                                         ("input_ids", "attention_mask", "score_mask"))
+                logits, labels, mask = self._scored_logits(model, ids, attention, score,
+                                                           vision=enc)  # the rest: vision
                 out.append(reduce_logps(token_logps(logits, labels), mask, average=True)
                            .float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
@@ -673,10 +674,15 @@ class VLMRewardModel(nn.Module):
     def score(self, items: Sequence[RewardInput], batch_size: int = 16) -> list[float]:
         """Scores of `items`, in order (scalar head)."""
         if self.readout == "likelihood":  # the features of every item (lines included)
-            feats = self.likelihood_features_of(items, batch_size).to(self.device)
-            return [float(s) for s in self.head(feats).float().cpu()]
+            return self.head_scores(self.likelihood_features_of(items, batch_size))
         return [float(s) for batch in self._encoded_batches(items, batch_size)
                 for s in self(**batch).float().cpu()]
+
+    @torch.no_grad()
+    def head_scores(self, features: torch.Tensor) -> list[float]:
+        """The likelihood head's scores of `likelihood_features_of` rows, features read once
+        and scored again (a head refitted on the frozen backbone's features)."""
+        return [float(s) for s in self.head(features.to(self.device)).float().cpu()]
 
     def _encoded_batches(self, items: Sequence[RewardInput], batch_size: int):
         """`encode`d batches of `items` on the model's device, the model in eval mode while

@@ -43,6 +43,9 @@ class _LikelihoodRM:
         self.reads.append(list(items))
         return torch.tensor([[_value(i)] for i in items])
 
+    def head_scores(self, features):
+        return self.head(features).tolist()
+
 
 class _LastTokenRM:
     readout = "last"

@@ -353,11 +353,13 @@ def test_curation_with_an_rm_backbone_stage_and_a_likelihood_answer_rm(
     stamp = (backbone / "model.safetensors").stat().st_mtime_ns
     a2l.build_sets(exp, a2l_world, out, "cpu")
     assert (backbone / "model.safetensors").stat().st_mtime_ns == stamp
-    # a changed backbone setting in the same out is refused, not mixed in
+    # a changed backbone setting in the same out is refused, not mixed in (the attribute
+    # phase kept at 0 steps, as above: the recipe's 1600 would train before the refusal)
     with pytest.raises(RecipeError, match="rm_backbone was run with other settings"):
         a2l.build_sets(a2l.load_experiment(RECIPE, [
-            f"world={a2l_world}", f"base={tiny_model}", f"out={out}", "rm_backbone_steps=3"]),
-            a2l_world, out, "cpu")
+            f"world={a2l_world}", f"base={tiny_model}", f"out={out}", "rm_backbone_steps=3",
+            "rm_backbone_attribute_steps=0"]), a2l_world, out, "cpu")
+    assert not (out / "rm_backbone_attributes").exists()
 
 
 def test_rm_backbone_attribute_phase_comes_first(a2l_world, tiny_model, tmp_path):

@@ -185,13 +185,18 @@ def check_settings(record: Path, settings: Mapping[str, Any],
                               + "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
                                           for k in changed)
                               + "); give another out= or delete that folder")
-        if set(settings) - set(old):  # whole or not at all: the record guards finished work
-            partial = record.with_suffix(".json.partial")
-            partial.write_text(json.dumps({**old, **settings}, indent=1) + "\n")
-            os.replace(partial, record)
+        if set(settings) - set(old):
+            _write_record(record, {**old, **settings})
         return
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=1) + "\n")
+    _write_record(record, settings)
+
+
+def _write_record(record: Path, settings: Mapping[str, Any]) -> None:
+    """Whole or not at all (a partial file, then os.replace): the record guards finished work."""
+    partial = record.with_suffix(".json.partial")
+    partial.write_text(json.dumps(settings, indent=1) + "\n")
+    os.replace(partial, record)
 
 
 def repo_path(p: str | Path) -> Path:
